@@ -1,0 +1,121 @@
+//! The HTTP API (SPEC §3): routes, auth, rate limit, body reading, errors.
+//!
+//! `ingest.rs` holds the write path; `info.rs` the read-only endpoints;
+//! `error.rs` maps every refusal to its status and JSON body in one place.
+
+mod auth;
+mod body;
+pub mod conn_limit;
+mod error;
+mod info;
+mod ingest;
+mod rate_limit;
+mod schema;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use poem::http::StatusCode;
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
+use poem_openapi::OpenApiService;
+
+pub use auth::KeyRing;
+pub use ingest::parse as parse_batch;
+pub use rate_limit::RateLimiter;
+
+use crate::config::Config;
+use crate::queue::Queue;
+use crate::stats::Stats;
+
+/// `service` in `/health` (the name the seed agents expect).
+pub const SERVICE_NAME: &str = "ingestion-service";
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: Config,
+    pub keys: KeyRing,
+    pub limiter: RateLimiter,
+    pub queue: Queue,
+    pub stats: Arc<Stats>,
+}
+
+fn openapi(state: &Arc<AppState>) -> OpenApiService<(ingest::IngestApi, info::InfoApi), ()> {
+    OpenApiService::new(
+        (
+            ingest::IngestApi { state: state.clone() },
+            info::InfoApi { state: state.clone() },
+        ),
+        "edge-ingester",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Durable buffering edge ingester: batches are acknowledged (202) only once \
+         they are on disk, then forwarded to Kafka.",
+    )
+}
+
+/// The OpenAPI document as `/openapi.json` serves it.
+pub fn openapi_json(state: &Arc<AppState>) -> String {
+    openapi(state).spec()
+}
+
+/// The whole application: routes plus request logging and metrics.
+pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
+    let api = openapi(&state);
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let stats = state.stats.clone();
+    Route::new()
+        .nest("/", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .data(state)
+        .catch_all_error(|err: poem::Error| async move {
+            let status = err.status();
+            let detail = if status == StatusCode::NOT_FOUND {
+                "Not found: see GET / for the endpoints".to_string()
+            } else {
+                err.to_string()
+            };
+            poem::web::Json(serde_json::json!({ "detail": detail }))
+                .with_status(status)
+                .into_response()
+        })
+        .around(move |ep, req| observe(ep, req, stats.clone()))
+}
+
+/// Logs and counts every request. Never logs headers: they carry keys.
+async fn observe<E: Endpoint>(ep: Arc<E>, req: Request, stats: Arc<Stats>) -> poem::Result<Response> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = route_label(req.uri().path());
+    let resp = ep.get_response(req).await;
+    let took = start.elapsed();
+    let status = resp.status().as_u16();
+    stats.record_request(route, status, took);
+    tracing::info!(
+        target: "edge_ingester::http",
+        method = %method,
+        path = route,
+        status,
+        duration_ms = took.as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(resp)
+}
+
+/// A fixed label per route, so metrics cannot be blown up by random paths.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/" => "/",
+        "/logs" => "/logs",
+        "/metrics" => "/metrics",
+        "/health" => "/health",
+        "/ready" => "/ready",
+        "/stats" => "/stats",
+        "/stats/prometheus" => "/stats/prometheus",
+        "/openapi.json" => "/openapi.json",
+        p if p.starts_with("/docs") => "/docs",
+        _ => "other",
+    }
+}

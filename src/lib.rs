@@ -1,0 +1,135 @@
+//! edge-ingester: a durable buffering edge ingester.
+//!
+//! The path of a batch is the module layout:
+//!
+//! - [`api`] — HTTP (poem + poem-openapi): auth, per-key rate limit, body
+//!   limits and decompression, validation into a normalized [`model::Batch`].
+//! - [`queue`] — the sled write-ahead queue. A 202 is sent only after the
+//!   batch's group commit was flushed *and* fdatasync'ed; the durability
+//!   contract is written at the top of `queue/mod.rs`.
+//! - [`forward`] — one task that drains the queue head first into a sink, with
+//!   exponential backoff and a circuit breaker (pure state machines).
+//! - [`sink`] — where batches go: the mock producer now, Kafka next; both
+//!   render the same Kafka message per entry (`sink/message.rs`).
+//! - [`stats`] — counters for `/stats` and Prometheus.
+//! - [`config`] — the TOML file, defaults and validation; [`cli`] the
+//!   command line; [`bench`] the load generator.
+//!
+//! [`run`] wires them together and is what `main` and the tests call.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod forward;
+pub mod model;
+pub mod queue;
+pub mod sink;
+pub mod stats;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use poem::listener::{Acceptor, TcpAcceptor};
+use poem::Server;
+use tokio::sync::watch;
+
+use crate::api::conn_limit::LimitedAcceptor;
+use crate::api::{AppState, KeyRing, RateLimiter};
+use crate::config::{Config, SinkKind};
+use crate::forward::Forwarder;
+use crate::queue::{Queue, QueueError};
+use crate::sink::mock::MockSink;
+use crate::sink::Sink;
+use crate::stats::Stats;
+
+/// How long shutdown waits for in-flight requests before closing connections.
+const GRACEFUL_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the service could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("cannot start the {sink} sink: {reason}")]
+    Sink { sink: &'static str, reason: String },
+    #[error("HTTP server failed: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+fn build_sink(config: &Config) -> Result<Arc<dyn Sink>, RunError> {
+    match config.forwarder.sink {
+        SinkKind::Mock => MockSink::new(&config.mock)
+            .map(|s| Arc::new(s) as Arc<dyn Sink>)
+            .map_err(|e| RunError::Sink {
+                sink: "mock",
+                reason: format!("capture_path: {e}"),
+            }),
+        SinkKind::Kafka => Err(RunError::Sink {
+            sink: "kafka",
+            reason: "not available in this build".into(),
+        }),
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops in order: HTTP (in-flight
+/// requests finish, their batches durable) → forwarder (after its current
+/// send) → queue writer (commits what is pending) → final flush.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let queue = Queue::open(&config.queue)?;
+    let sink = build_sink(&config)?;
+    let stats = Arc::new(Stats::new(sink.producer_type()));
+
+    let mut keys: Vec<String> = config.auth.keys.clone();
+    if let Ok(extra) = std::env::var("INGESTION_API_KEY") {
+        if !extra.is_empty() {
+            keys.push(extra);
+        }
+    }
+    let key_ring = KeyRing::new(keys.iter().map(String::as_str));
+    let limiter = RateLimiter::new(
+        key_ring.len(),
+        config.rate_limit.requests_per_second,
+        config.rate_limit.burst,
+        Instant::now(),
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let forwarder = tokio::spawn(
+        Forwarder::new(&config.forwarder, queue.clone(), sink, stats.clone()).run(stop_rx),
+    );
+
+    let max_connections = config.server.max_connections;
+    let state = Arc::new(AppState {
+        config,
+        keys: key_ring,
+        limiter,
+        queue: queue.clone(),
+        stats,
+    });
+    let acceptor = TcpAcceptor::from_tokio(listener)?;
+    for addr in acceptor.local_addr() {
+        tracing::info!(target: "edge_ingester", "listening on {}", addr);
+    }
+    let served = Server::new_with_acceptor(LimitedAcceptor::new(acceptor, max_connections))
+        .run_with_graceful_shutdown(api::app(state), shutdown, Some(GRACEFUL_HTTP_TIMEOUT))
+        .await;
+
+    let _ = stop_tx.send(true);
+    if let Err(e) = forwarder.await {
+        tracing::error!(error = %e, "forwarder task failed");
+    }
+    let closing = queue.clone();
+    tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .map_err(std::io::Error::other)?;
+    tracing::info!("stopped");
+    served.map_err(RunError::Http)
+}

@@ -1,0 +1,590 @@
+//! Batches as agents send them, and as the queue keeps them.
+//!
+//! Wire types borrow from the request body and make every field optional, so
+//! that validation — not serde — decides what is missing and can name each
+//! field at fault (`entries[3].level`). Validation produces the normalized
+//! form (`Batch`) that the queue stores and the sinks render: canonical level
+//! names, lower-case metric types, RFC 3339 UTC timestamps.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bincode::{Decode, Encode};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Longest `message`, in bytes of UTF-8.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Longest `service`, `host`, metric `name` and attribute key, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Problems listed in one 422 before the rest are summarised.
+const MAX_REPORTED_PROBLEMS: usize = 20;
+
+/// Which endpoint a batch came through; picks the Kafka topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum Kind {
+    Logs,
+    Metrics,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Logs => "logs",
+            Kind::Metrics => "metrics",
+        }
+    }
+}
+
+// ---------------------------------------------------------------- wire types
+
+#[derive(Deserialize)]
+pub struct WireLogBatch<'a> {
+    #[serde(borrow)]
+    pub entries: Option<Vec<WireLogEntry<'a>>>,
+    #[serde(borrow)]
+    pub agent_version: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+pub struct WireLogEntry<'a> {
+    #[serde(borrow)]
+    pub timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub level: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub message: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub service: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub host: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub attributes: Option<BTreeMap<Cow<'a, str>, AttrValue>>,
+}
+
+#[derive(Deserialize)]
+pub struct WireMetricBatch<'a> {
+    #[serde(borrow)]
+    pub entries: Option<Vec<WireMetricEntry<'a>>>,
+    #[serde(borrow)]
+    pub agent_version: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+pub struct WireMetricEntry<'a> {
+    #[serde(borrow)]
+    pub timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub name: Option<Cow<'a, str>>,
+    pub value: Option<f64>,
+    #[serde(borrow)]
+    pub metric_type: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub service: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub host: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub unit: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub attributes: Option<BTreeMap<Cow<'a, str>, AttrValue>>,
+}
+
+// ------------------------------------------------------------ stored types
+
+/// An attribute value: string, number or bool (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum AttrValue {
+    Str(String),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+}
+
+/// Hand-written so no untagged-enum buffering sits on the hot path.
+impl<'de> Deserialize<'de> for AttrValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = AttrValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or bool")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<AttrValue, E> {
+                Ok(AttrValue::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<AttrValue, E> {
+                Ok(AttrValue::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<AttrValue, E> {
+                Ok(AttrValue::UInt(v))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<AttrValue, E> {
+                Ok(AttrValue::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AttrValue, E> {
+                Ok(AttrValue::Str(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<AttrValue, E> {
+                Ok(AttrValue::Str(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Level {
+    /// Case-insensitive, with the aliases WARN and FATAL.
+    pub fn parse(s: &str) -> Option<Level> {
+        const NAMES: [(&str, Level); 8] = [
+            ("TRACE", Level::Trace),
+            ("DEBUG", Level::Debug),
+            ("INFO", Level::Info),
+            ("WARNING", Level::Warning),
+            ("WARN", Level::Warning),
+            ("ERROR", Level::Error),
+            ("CRITICAL", Level::Critical),
+            ("FATAL", Level::Critical),
+        ];
+        NAMES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|(_, level)| *level)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "TRACE",
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub enum MetricType {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl MetricType {
+    pub fn parse(s: &str) -> Option<MetricType> {
+        [
+            ("counter", MetricType::Counter),
+            ("gauge", MetricType::Gauge),
+            ("histogram", MetricType::Histogram),
+        ]
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(s))
+        .map(|(_, t)| *t)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricType::Counter => "counter",
+            MetricType::Gauge => "gauge",
+            MetricType::Histogram => "histogram",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct LogRecord {
+    /// RFC 3339 in UTC.
+    pub timestamp: String,
+    pub level: Level,
+    pub message: String,
+    pub service: String,
+    pub host: String,
+    pub attributes: Vec<(String, AttrValue)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct MetricRecord {
+    pub timestamp: String,
+    pub name: String,
+    pub value: f64,
+    pub metric_type: MetricType,
+    pub service: String,
+    pub host: String,
+    pub unit: Option<String>,
+    pub attributes: Vec<(String, AttrValue)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub enum Entries {
+    Logs(Vec<LogRecord>),
+    Metrics(Vec<MetricRecord>),
+}
+
+/// One accepted batch, normalized: what the queue stores.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Batch {
+    /// Ingest time, RFC 3339 UTC; becomes `received_at` in every message.
+    pub received_at: String,
+    pub agent_version: Option<String>,
+    pub entries: Entries,
+}
+
+impl Batch {
+    pub fn kind(&self) -> Kind {
+        match self.entries {
+            Entries::Logs(_) => Kind::Logs,
+            Entries::Metrics(_) => Kind::Metrics,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.entries {
+            Entries::Logs(v) => v.len(),
+            Entries::Metrics(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `service` of the first entry: echoed in the 202 body.
+    pub fn first_service(&self) -> &str {
+        match &self.entries {
+            Entries::Logs(v) => v.first().map_or("", |e| e.service.as_str()),
+            Entries::Metrics(v) => v.first().map_or("", |e| e.service.as_str()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- validation
+
+/// One field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub problem: String,
+}
+
+/// Collects problems with the field path of each.
+#[derive(Default)]
+struct Problems {
+    list: Vec<Problem>,
+    total: usize,
+}
+
+impl Problems {
+    fn add(&mut self, field: impl FnOnce() -> String, problem: impl Into<String>) {
+        self.total += 1;
+        if self.list.len() < MAX_REPORTED_PROBLEMS {
+            self.list.push(Problem {
+                field: field(),
+                problem: problem.into(),
+            });
+        }
+    }
+
+    fn into_result<T>(self, value: T) -> Result<T, Vec<Problem>> {
+        if self.total == 0 {
+            return Ok(value);
+        }
+        let mut list = self.list;
+        if self.total > list.len() {
+            list.push(Problem {
+                field: "entries".into(),
+                problem: format!("{} more problems not listed", self.total - list.len()),
+            });
+        }
+        Err(list)
+    }
+}
+
+/// Limits that validation enforces besides the fixed field sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_batch_entries: usize,
+}
+
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+fn check_entries_len(len: usize, limits: Limits, p: &mut Problems) {
+    if len == 0 {
+        p.add(|| "entries".into(), "must hold at least one entry");
+    } else if len > limits.max_batch_entries {
+        p.add(
+            || "entries".into(),
+            format!(
+                "holds {len} entries; at most {} are allowed",
+                limits.max_batch_entries
+            ),
+        );
+    }
+}
+
+fn timestamp(v: &Option<Cow<str>>, i: usize, p: &mut Problems) -> String {
+    let Some(raw) = v else {
+        p.add(|| format!("entries[{i}].timestamp"), "is required");
+        return String::new();
+    };
+    match OffsetDateTime::parse(raw, &Rfc3339) {
+        Ok(t) => t
+            .to_offset(time::UtcOffset::UTC)
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| raw.to_string()),
+        Err(_) => {
+            p.add(
+                || format!("entries[{i}].timestamp"),
+                "must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z",
+            );
+            String::new()
+        }
+    }
+}
+
+fn name(v: &Option<Cow<str>>, i: usize, field: &str, p: &mut Problems) -> String {
+    match v {
+        None => p.add(|| format!("entries[{i}].{field}"), "is required"),
+        Some(s) if s.trim().is_empty() => {
+            p.add(|| format!("entries[{i}].{field}"), "must not be empty")
+        }
+        Some(s) if s.len() > MAX_NAME_BYTES => p.add(
+            || format!("entries[{i}].{field}"),
+            format!("is {} bytes; at most {MAX_NAME_BYTES} are allowed", s.len()),
+        ),
+        Some(s) => return s.to_string(),
+    }
+    String::new()
+}
+
+fn attributes(
+    v: Option<BTreeMap<Cow<str>, AttrValue>>,
+    i: usize,
+    p: &mut Problems,
+) -> Vec<(String, AttrValue)> {
+    let Some(map) = v else { return Vec::new() };
+    let mut out = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        if key.is_empty() || key.len() > MAX_NAME_BYTES {
+            p.add(
+                || format!("entries[{i}].attributes"),
+                format!("keys must be 1 to {MAX_NAME_BYTES} bytes"),
+            );
+            continue;
+        }
+        if let AttrValue::Float(f) = value {
+            if !f.is_finite() {
+                p.add(
+                    || format!("entries[{i}].attributes.{key}"),
+                    "must be a finite number",
+                );
+            }
+        }
+        out.push((key.into_owned(), value));
+    }
+    out
+}
+
+pub fn validate_logs(wire: WireLogBatch, limits: Limits) -> Result<Batch, Vec<Problem>> {
+    let mut p = Problems::default();
+    let Some(entries) = wire.entries else {
+        p.add(|| "entries".into(), "is required");
+        return p.into_result(Batch::placeholder());
+    };
+    check_entries_len(entries.len(), limits, &mut p);
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.into_iter().enumerate() {
+        let level = match &e.level {
+            None => Level::Info,
+            Some(l) => Level::parse(l).unwrap_or_else(|| {
+                p.add(
+                    || format!("entries[{i}].level"),
+                    "must be one of TRACE, DEBUG, INFO, WARNING (WARN), ERROR, CRITICAL (FATAL)",
+                );
+                Level::Info
+            }),
+        };
+        let message = match e.message {
+            None => {
+                p.add(|| format!("entries[{i}].message"), "is required");
+                String::new()
+            }
+            Some(m) if m.len() > MAX_MESSAGE_BYTES => {
+                p.add(
+                    || format!("entries[{i}].message"),
+                    format!("is {} bytes; at most {MAX_MESSAGE_BYTES} are allowed", m.len()),
+                );
+                String::new()
+            }
+            Some(m) => m.into_owned(),
+        };
+        out.push(LogRecord {
+            timestamp: timestamp(&e.timestamp, i, &mut p),
+            level,
+            message,
+            service: name(&e.service, i, "service", &mut p),
+            host: name(&e.host, i, "host", &mut p),
+            attributes: attributes(e.attributes, i, &mut p),
+        });
+    }
+    p.into_result(Batch {
+        received_at: now_rfc3339(),
+        agent_version: wire.agent_version.map(Cow::into_owned),
+        entries: Entries::Logs(out),
+    })
+}
+
+pub fn validate_metrics(wire: WireMetricBatch, limits: Limits) -> Result<Batch, Vec<Problem>> {
+    let mut p = Problems::default();
+    let Some(entries) = wire.entries else {
+        p.add(|| "entries".into(), "is required");
+        return p.into_result(Batch::placeholder());
+    };
+    check_entries_len(entries.len(), limits, &mut p);
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.into_iter().enumerate() {
+        let value = match e.value {
+            Some(v) if v.is_finite() => v,
+            Some(_) => {
+                p.add(|| format!("entries[{i}].value"), "must be a finite number");
+                0.0
+            }
+            None => {
+                p.add(|| format!("entries[{i}].value"), "is required");
+                0.0
+            }
+        };
+        let metric_type = match &e.metric_type {
+            Some(t) => MetricType::parse(t),
+            None => None,
+        }
+        .unwrap_or_else(|| {
+            p.add(
+                || format!("entries[{i}].metric_type"),
+                "must be one of counter, gauge, histogram",
+            );
+            MetricType::Gauge
+        });
+        let unit = match e.unit {
+            Some(u) if u.len() > MAX_NAME_BYTES => {
+                p.add(
+                    || format!("entries[{i}].unit"),
+                    format!("at most {MAX_NAME_BYTES} bytes are allowed"),
+                );
+                None
+            }
+            other => other.map(Cow::into_owned),
+        };
+        out.push(MetricRecord {
+            timestamp: timestamp(&e.timestamp, i, &mut p),
+            name: name(&e.name, i, "name", &mut p),
+            value,
+            metric_type,
+            service: name(&e.service, i, "service", &mut p),
+            host: name(&e.host, i, "host", &mut p),
+            unit,
+            attributes: attributes(e.attributes, i, &mut p),
+        });
+    }
+    p.into_result(Batch {
+        received_at: now_rfc3339(),
+        agent_version: wire.agent_version.map(Cow::into_owned),
+        entries: Entries::Metrics(out),
+    })
+}
+
+impl Batch {
+    fn placeholder() -> Batch {
+        Batch {
+            received_at: String::new(),
+            agent_version: None,
+            entries: Entries::Logs(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_batch_entries: 3,
+    };
+
+    fn logs(json: &str) -> Result<Batch, Vec<Problem>> {
+        validate_logs(serde_json::from_str(json).unwrap(), LIMITS)
+    }
+
+    #[test]
+    fn levels_are_case_insensitive_with_aliases_and_default_info() {
+        let b = logs(
+            r#"{"entries":[
+            {"timestamp":"2024-01-01T00:00:00Z","level":"warn","message":"m","service":"s","host":"h"},
+            {"timestamp":"2024-01-01T00:00:00+02:00","level":"Fatal","message":"m","service":"s","host":"h"},
+            {"timestamp":"2024-01-01T00:00:00Z","message":"m","service":"s","host":"h","extra":1}]}"#,
+        )
+        .unwrap();
+        let Entries::Logs(v) = b.entries else { panic!() };
+        assert_eq!(v[0].level, Level::Warning);
+        assert_eq!(v[1].level, Level::Critical);
+        assert_eq!(v[1].timestamp, "2023-12-31T22:00:00Z");
+        assert_eq!(v[2].level, Level::Info);
+    }
+
+    #[test]
+    fn every_bad_field_is_named_with_its_index() {
+        let errs = logs(
+            r#"{"entries":[
+            {"timestamp":"2024-01-01T00:00:00Z","level":"LOUD","message":"m","service":"s","host":"h"},
+            {"timestamp":"yesterday","message":"m","service":"","host":"h"}]}"#,
+        )
+        .unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["entries[0].level", "entries[1].timestamp", "entries[1].service"]
+        );
+    }
+
+    #[test]
+    fn batch_size_bounds_are_enforced() {
+        assert!(logs(r#"{"entries":[]}"#).is_err());
+        let e = r#"{"timestamp":"2024-01-01T00:00:00Z","message":"m","service":"s","host":"h"}"#;
+        let four = format!(r#"{{"entries":[{e},{e},{e},{e}]}}"#);
+        let errs = logs(&four).unwrap_err();
+        assert_eq!(errs[0].field, "entries");
+    }
+
+    #[test]
+    fn metric_types_are_stored_lower_case() {
+        let b = validate_metrics(
+            serde_json::from_str(
+                r#"{"entries":[{"timestamp":"2024-01-01T00:00:00Z","name":"cpu","value":1,
+                "metric_type":"GAUGE","service":"s","host":"h","attributes":{"core":0,"ok":true}}]}"#,
+            )
+            .unwrap(),
+            LIMITS,
+        )
+        .unwrap();
+        let Entries::Metrics(v) = b.entries else { panic!() };
+        assert_eq!(v[0].metric_type, MetricType::Gauge);
+        assert_eq!(v[0].attributes.len(), 2);
+    }
+}

@@ -1,0 +1,522 @@
+//! The write-ahead queue: accepted batches on disk until the sink confirms them.
+//!
+//! # Layout (one sled database in `queue.path`)
+//!
+//! Tree `queue`, keys by one-byte prefix so related writes share one atomic
+//! `apply_batch`:
+//! - `q` + seq (u64 big-endian): the record (see `record.rs`: versioned,
+//!   CRC32C-checksummed, zstd-compressed bincode of the normalized batch);
+//! - `i` + seq: its 18-byte index entry (kind, entries, bytes, enqueue time),
+//!   so depth, entries, bytes and oldest age are rebuilt at start-up from a
+//!   scan of small values, never by decoding records, and are then kept in
+//!   memory — no request scans the queue;
+//! - `m` + name: metadata — `next_seq` (so sequence numbers, and with them
+//!   Kafka `ingest-id`s, never repeat after the queue drains and restarts)
+//!   and `node_id`.
+//!
+//! Tree `dead_letter`: seq → a record that could never be delivered or decoded,
+//! with the reason.
+//!
+//! # What a 202 promises
+//! A batch is acknowledged only after its group commit returned: the records
+//! were applied, `Db::flush()` wrote sled's log buffers, and then
+//! `fdatasync` ran on the log file (`<path>/db`) and on every large-value file
+//! under `<path>/blobs/` that sled created since the last commit, followed by
+//! an fsync of that directory. NOTE: `flush()` alone is only a
+//! `sync_file_range` (NOTES.md) — it survives a process crash but not a power
+//! loss — hence the explicit syncs. Concurrent requests share one commit
+//! (group commit): the writer thread takes everything pending, commits it
+//! once and wakes every waiter, so the cost of the fsync is spread over the
+//! group and nobody waits on a timer.
+//!
+//! # What a crash can lose
+//! - kill -9 / a panic: nothing acknowledged. A batch whose commit had not
+//!   returned was never acknowledged; the agent retries it (it may then be
+//!   stored twice: at-least-once).
+//! - power loss / kernel crash: nothing acknowledged, provided the disk honours
+//!   fdatasync. A removal (ack from the sink) is not synced on its own, so a
+//!   crash can bring back batches that were already delivered: they are sent
+//!   again with the same `ingest-id`s, never lost.
+//!
+//! # How space is reused
+//! A delivered batch is removed from both keys; sled rewrites and reclaims its
+//! segments in the background. `bytes` (the live record bytes) is what
+//! `max_bytes` limits; `disk_bytes` is what the directory takes, which sled
+//! keeps at a few times the live bytes and does not hand back to the OS.
+
+mod record;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+
+pub use record::{decode as decode_record, encode as encode_record, IndexEntry, RecordError};
+
+use crate::config::{QueueConfig, WhenFull};
+use crate::model::Batch;
+
+const TREE_QUEUE: &str = "queue";
+const TREE_DEAD_LETTER: &str = "dead_letter";
+const PREFIX_INDEX: u8 = b'i';
+const PREFIX_RECORD: u8 = b'q';
+const META_NEXT_SEQ: &[u8] = b"mnext_seq";
+const META_NODE_ID: &[u8] = b"mnode_id";
+
+/// Why the queue did not take or give a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// `max_bytes` is reached and `when_full = "reject"` (or the batch alone is
+    /// larger than the queue). Retrying after the forwarder drains helps.
+    #[error("queue is full ({bytes} of {max_bytes} bytes used)")]
+    Full { bytes: u64, max_bytes: u64 },
+    /// A write, flush or sync failed (ENOSPC, EIO). Nothing was acknowledged;
+    /// retrying helps once the disk recovers.
+    #[error("queue write failed: {0}")]
+    Disk(String),
+    /// The queue is shutting down. Retrying against this process never helps.
+    #[error("queue is closed")]
+    Closed,
+    /// The database cannot be opened: locked by another process, unreadable
+    /// or corrupt. Retrying does not help until an operator acts.
+    #[error("cannot open queue at {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+}
+
+impl QueueError {
+    /// Whether the agent should retry the same batch later.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, QueueError::Full { .. } | QueueError::Disk(_))
+    }
+}
+
+/// Counters describing what is on disk (SPEC §5 `queue`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, poem_openapi::Object)]
+pub struct QueueStats {
+    pub depth_batches: u64,
+    pub depth_entries: u64,
+    pub bytes: u64,
+    pub disk_bytes: u64,
+    pub max_bytes: u64,
+    pub oldest_age_seconds: Option<f64>,
+    pub dropped_batches: u64,
+    pub dead_letter_batches: u64,
+}
+
+/// A batch read back for forwarding.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub seq: u64,
+    pub batch: Batch,
+}
+
+/// The in-memory mirror of the index, kept under one lock.
+#[derive(Debug, Default)]
+struct Live {
+    index: BTreeMap<u64, IndexEntry>,
+    bytes: u64,
+    entries: u64,
+    next_seq: u64,
+    dropped: u64,
+    dead_letters: u64,
+    /// Set by a failed commit, cleared by the next good one (`/ready`).
+    write_failure: Option<String>,
+}
+
+impl Live {
+    fn insert(&mut self, seq: u64, e: IndexEntry) {
+        if self.index.insert(seq, e).is_none() {
+            self.bytes += u64::from(e.record_bytes);
+            self.entries += u64::from(e.entries);
+        }
+    }
+
+    fn remove(&mut self, seq: u64) -> Option<IndexEntry> {
+        let e = self.index.remove(&seq)?;
+        self.bytes -= u64::from(e.record_bytes);
+        self.entries -= u64::from(e.entries);
+        Some(e)
+    }
+}
+
+struct Shared {
+    db: sled::Db,
+    tree: sled::Tree,
+    dead: sled::Tree,
+    path: PathBuf,
+    node_id: String,
+    max_bytes: u64,
+    when_full: WhenFull,
+    live: Mutex<Live>,
+    /// Wakes the forwarder when a commit made new batches visible.
+    appended: Notify,
+}
+
+/// Handle to the queue; cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    shared: Arc<Shared>,
+    writer: Arc<Mutex<Option<writer::Handle>>>,
+}
+
+pub(crate) fn record_key(seq: u64) -> [u8; 9] {
+    prefixed(PREFIX_RECORD, seq)
+}
+
+pub(crate) fn index_key(seq: u64) -> [u8; 9] {
+    prefixed(PREFIX_INDEX, seq)
+}
+
+fn prefixed(prefix: u8, seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn seq_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn open_err(path: &Path, reason: impl ToString) -> QueueError {
+    QueueError::Open {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Queue {
+    /// Opens (or creates) the queue and starts its writer thread.
+    pub fn open(cfg: &QueueConfig) -> Result<Queue, QueueError> {
+        let shared = Arc::new(Self::open_shared(cfg)?);
+        let writer = writer::Handle::start(shared.clone()).map_err(|e| open_err(&cfg.path, e))?;
+        Ok(Queue {
+            shared,
+            writer: Arc::new(Mutex::new(Some(writer))),
+        })
+    }
+
+    /// Opens the database without a writer: for offline inspection.
+    pub fn open_read_only(cfg: &QueueConfig) -> Result<Queue, QueueError> {
+        Ok(Queue {
+            shared: Arc::new(Self::open_shared(cfg)?),
+            writer: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    fn open_shared(cfg: &QueueConfig) -> Result<Shared, QueueError> {
+        let path = cfg.path.clone();
+        std::fs::create_dir_all(&path).map_err(|e| open_err(&path, e))?;
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(cfg.cache_bytes)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|e| open_err(&path, describe_open_error(&e)))?;
+        let tree = db.open_tree(TREE_QUEUE).map_err(|e| open_err(&path, e))?;
+        let dead = db.open_tree(TREE_DEAD_LETTER).map_err(|e| open_err(&path, e))?;
+
+        let mut live = Live::default();
+        for item in tree.scan_prefix([PREFIX_INDEX]) {
+            let (k, v) = item.map_err(|e| open_err(&path, e))?;
+            let (Some(seq), Some(entry)) = (seq_of(&k), IndexEntry::decode(&v)) else {
+                return Err(open_err(&path, "unreadable index entry"));
+            };
+            live.insert(seq, entry);
+        }
+        let stored_next = tree
+            .get(META_NEXT_SEQ)
+            .map_err(|e| open_err(&path, e))?
+            .and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?)))
+            .unwrap_or(0);
+        let after_last = live.index.keys().next_back().map_or(0, |s| s + 1);
+        live.next_seq = stored_next.max(after_last);
+        live.dead_letters = dead.len() as u64;
+
+        let node_id = match tree.get(META_NODE_ID).map_err(|e| open_err(&path, e))? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+                tree.insert(META_NODE_ID, id.as_bytes())
+                    .map_err(|e| open_err(&path, e))?;
+                db.flush().map_err(|e| open_err(&path, e))?;
+                id
+            }
+        };
+        Ok(Shared {
+            db,
+            tree,
+            dead,
+            path,
+            node_id,
+            max_bytes: cfg.max_bytes,
+            when_full: cfg.when_full,
+            live: Mutex::new(live),
+            appended: Notify::new(),
+        })
+    }
+
+    fn live(&self) -> MutexGuard<'_, Live> {
+        lock(&self.shared.live)
+    }
+
+    /// Generated once per queue directory; prefixes every `ingest-id`.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    /// Stores an encoded batch durably; returns its sequence number once the
+    /// group commit that carried it has been synced to disk.
+    pub async fn append(&self, record: Vec<u8>, index: IndexEntry) -> Result<u64, QueueError> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let guard = lock(&self.writer);
+            let Some(w) = guard.as_ref() else {
+                return Err(QueueError::Closed);
+            };
+            w.submit(writer::Request {
+                record,
+                index,
+                reply: tx,
+            })?;
+        }
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// The first live batch after `after` (or the head), by index only.
+    pub fn next_after(&self, after: Option<u64>) -> Option<(u64, IndexEntry)> {
+        let live = self.live();
+        let mut range = match after {
+            Some(s) => live.index.range(s + 1..),
+            None => live.index.range(..),
+        };
+        range.next().map(|(s, e)| (*s, *e))
+    }
+
+    /// Reads and decodes one batch. `Ok(None)`: gone meanwhile (dropped or
+    /// acknowledged). A record that fails to decode is moved to the dead
+    /// letters with the reason and reported as `Err`, so the queue moves on.
+    pub fn read(&self, seq: u64) -> Result<Option<Stored>, RecordError> {
+        let bytes = match self.shared.tree.get(record_key(seq)) {
+            Ok(Some(b)) => b,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(RecordError::Decode(format!("sled read failed: {e}"))),
+        };
+        match record::decode(&bytes) {
+            Ok(batch) => Ok(Some(Stored { seq, batch })),
+            Err(err) => {
+                self.dead_letter(seq, &err.to_string());
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes a delivered batch. Not synced on its own (see the contract).
+    pub fn ack(&self, seq: u64) -> Result<(), QueueError> {
+        let mut b = sled::Batch::default();
+        b.remove(&record_key(seq));
+        b.remove(&index_key(seq));
+        self.shared
+            .tree
+            .apply_batch(b)
+            .map_err(|e| QueueError::Disk(e.to_string()))?;
+        self.live().remove(seq);
+        Ok(())
+    }
+
+    /// Moves a batch that can never be delivered to the dead-letter tree,
+    /// with the reason, so the queue keeps moving.
+    pub fn dead_letter(&self, seq: u64, reason: &str) {
+        let record = match self.shared.tree.get(record_key(seq)) {
+            Ok(Some(r)) => r.to_vec(),
+            _ => Vec::new(),
+        };
+        let value = dead_letter_value(reason, &record);
+        let moved = self
+            .shared
+            .dead
+            .insert(seq.to_be_bytes(), value)
+            .and_then(|_| {
+                let mut b = sled::Batch::default();
+                b.remove(&record_key(seq));
+                b.remove(&index_key(seq));
+                self.shared.tree.apply_batch(b)
+            })
+            .and_then(|_| self.shared.db.flush().map(|_| ()));
+        let mut live = self.live();
+        live.remove(seq);
+        match moved {
+            Ok(()) => live.dead_letters += 1,
+            Err(e) => tracing::error!(seq, error = %e, "cannot move batch to dead letters"),
+        }
+        tracing::warn!(seq, reason, "batch moved to dead letters");
+    }
+
+    /// Appends every decodable dead letter to the tail of the queue (new
+    /// sequence numbers) and removes it from the dead letters. Returns
+    /// (replayed, kept because undecodable).
+    pub async fn replay_dead_letters(&self) -> Result<(u64, u64), QueueError> {
+        let (mut replayed, mut kept) = (0, 0);
+        for item in self.shared.dead.iter() {
+            let (k, v) = item.map_err(|e| QueueError::Disk(e.to_string()))?;
+            let Some(record) = dead_letter_record(&v) else {
+                kept += 1;
+                continue;
+            };
+            let Ok(batch) = record::decode(record) else {
+                kept += 1;
+                continue;
+            };
+            let index = IndexEntry {
+                kind: batch.kind(),
+                entries: batch.len() as u32,
+                record_bytes: record.len() as u32,
+                enqueued_at_ms: 0,
+            };
+            self.append(record.to_vec(), index).await?;
+            self.shared
+                .dead
+                .remove(k)
+                .map_err(|e| QueueError::Disk(e.to_string()))?;
+            self.live().dead_letters -= 1;
+            replayed += 1;
+        }
+        self.shared
+            .db
+            .flush()
+            .map_err(|e| QueueError::Disk(e.to_string()))?;
+        Ok((replayed, kept))
+    }
+
+    /// Resolves when a commit made new batches visible (or `close` ran).
+    pub async fn wait_for_append(&self) {
+        self.shared.appended.notified().await;
+    }
+
+    /// Registers interest before checking `next_after`, so no wake-up is lost.
+    pub fn appended(&self) -> &Notify {
+        &self.shared.appended
+    }
+
+    /// Why the queue cannot take writes, or `None` if it can.
+    pub fn not_ready_reason(&self, high_water_ratio: f64) -> Option<String> {
+        let live = self.live();
+        if let Some(reason) = &live.write_failure {
+            return Some(format!("queue write failed: {reason}"));
+        }
+        let limit = (self.shared.max_bytes as f64 * high_water_ratio) as u64;
+        if live.bytes > limit {
+            return Some(format!(
+                "queue above its high-water mark ({} of {} bytes)",
+                live.bytes, self.shared.max_bytes
+            ));
+        }
+        None
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let disk_bytes = self.shared.db.size_on_disk().unwrap_or(0);
+        let live = self.live();
+        let oldest_age_seconds = live.index.values().next().map(|e| {
+            now_ms().saturating_sub(e.enqueued_at_ms) as f64 / 1000.0
+        });
+        QueueStats {
+            depth_batches: live.index.len() as u64,
+            depth_entries: live.entries,
+            bytes: live.bytes,
+            disk_bytes,
+            max_bytes: self.shared.max_bytes,
+            oldest_age_seconds,
+            dropped_batches: live.dropped,
+            dead_letter_batches: live.dead_letters,
+        }
+    }
+
+    /// Sequence numbers of the oldest and newest live batch.
+    pub fn seq_range(&self) -> Option<(u64, u64)> {
+        let live = self.live();
+        let first = *live.index.keys().next()?;
+        let last = *live.index.keys().next_back()?;
+        Some((first, last))
+    }
+
+    /// Dead letters as (seq, reason), oldest first.
+    pub fn dead_letters(&self) -> Vec<(u64, String)> {
+        self.shared
+            .dead
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| {
+                let seq = u64::from_be_bytes(k.as_ref().try_into().ok()?);
+                Some((seq, dead_letter_reason(&v)))
+            })
+            .collect()
+    }
+
+    /// Stops the writer after it committed what was submitted, then flushes.
+    pub fn close(&self) {
+        let writer = lock(&self.writer).take();
+        if let Some(w) = writer {
+            w.shutdown();
+        }
+        if let Err(e) = self.shared.db.flush() {
+            tracing::error!(error = %e, "final queue flush failed");
+        }
+        self.shared.appended.notify_waiters();
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+}
+
+/// A dead letter is `reason length u32 LE | reason | record`.
+fn dead_letter_value(reason: &str, record: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + reason.len() + record.len());
+    v.extend_from_slice(&(reason.len() as u32).to_le_bytes());
+    v.extend_from_slice(reason.as_bytes());
+    v.extend_from_slice(record);
+    v
+}
+
+fn dead_letter_record(v: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_le_bytes(v.get(..4)?.try_into().ok()?) as usize;
+    v.get(4 + len..).filter(|r| !r.is_empty())
+}
+
+fn dead_letter_reason(v: &[u8]) -> String {
+    let Some(len) = v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) else {
+        return "unreadable dead letter".into();
+    };
+    v.get(4..4 + len as usize)
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .unwrap_or_else(|| "unreadable dead letter".into())
+}
+
+/// sled reports a held lock as an opaque I/O error; say what it means.
+fn describe_open_error(e: &sled::Error) -> String {
+    let text = e.to_string();
+    if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
+        format!("{text} — another edge-ingester process is using this queue; stop it first")
+    } else {
+        format!("{text} — run `edge-ingester queue inspect` or move the directory aside")
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of plain
+/// counters; keep serving with what is there rather than cascading the panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sending side of the writer, used by `append`.
+pub(crate) type WriteSender = mpsc::UnboundedSender<writer::Request>;

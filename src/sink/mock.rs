@@ -1,0 +1,81 @@
+//! The built-in mock producer: dry runs, outage drills and tests.
+//!
+//! It renders every entry exactly as the Kafka sink would and, with
+//! `capture_path`, appends each value as one JSON line and syncs the file
+//! before the batch counts as delivered — so a capture is a faithful record
+//! of what was confirmed.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{message, Sink, SinkError, SinkFuture};
+use crate::config::{MockConfig, MockFail};
+use crate::queue::Stored;
+
+pub struct MockSink {
+    latency: Duration,
+    fail: MockFail,
+    /// Shared with the blocking task that writes and syncs it.
+    capture: Option<Arc<Mutex<File>>>,
+}
+
+impl MockSink {
+    pub fn new(cfg: &MockConfig) -> std::io::Result<MockSink> {
+        let capture = if cfg.capture_path.as_os_str().is_empty() {
+            None
+        } else {
+            Some(Arc::new(Mutex::new(open_capture(&cfg.capture_path)?)))
+        };
+        Ok(MockSink {
+            latency: Duration::from_millis(cfg.latency_ms),
+            fail: cfg.fail,
+            capture,
+        })
+    }
+}
+
+fn open_capture(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl Sink for MockSink {
+    fn producer_type(&self) -> &'static str {
+        "MockKafkaProducer"
+    }
+
+    fn send<'a>(&'a self, stored: &'a Stored, node_id: &'a str) -> SinkFuture<'a> {
+        Box::pin(async move {
+            if !self.latency.is_zero() {
+                tokio::time::sleep(self.latency).await;
+            }
+            if self.fail == MockFail::Always {
+                return Err(SinkError::Retriable(
+                    "mock producer is configured to fail (mock.fail = \"always\")".into(),
+                ));
+            }
+            let Some(capture) = &self.capture else {
+                return Ok(());
+            };
+            let mut lines = Vec::new();
+            for m in message::messages(&stored.batch, node_id, stored.seq) {
+                lines.extend_from_slice(&m.value);
+                lines.push(b'\n');
+            }
+            let capture = capture.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut f = crate::queue::lock(&capture);
+                f.write_all(&lines)?;
+                f.sync_data()
+            })
+            .await
+            .map_err(|e| SinkError::Retriable(format!("capture writer failed: {e}")))?
+            .map_err(|e| SinkError::Retriable(format!("cannot write capture file: {e}")))
+        })
+    }
+}

@@ -1,0 +1,244 @@
+//! Counters and gauges: the `/stats` JSON (SPEC §5) and Prometheus text.
+//!
+//! Counters are plain atomics bumped on the request and forwarding paths;
+//! queue figures come from the queue's in-memory index when asked for, so a
+//! scrape never scans the disk.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::forward::breaker::Circuit;
+use crate::model::Kind;
+use crate::queue::{lock, QueueStats};
+
+/// Upper bounds (seconds) of the request-duration histogram buckets.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// What the forwarder is doing, for operators asking why the queue grows.
+#[derive(Debug, Clone)]
+pub struct ForwarderStatus {
+    pub circuit: Circuit,
+    pub consecutive_failures: u32,
+    /// When the next send will be tried, while waiting after a failure.
+    pub next_attempt_at: Option<Instant>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<String>,
+}
+
+impl Default for ForwarderStatus {
+    fn default() -> Self {
+        Self {
+            circuit: Circuit::Closed,
+            consecutive_failures: 0,
+            next_attempt_at: None,
+            last_error: None,
+            last_success_at: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+pub struct Stats {
+    started: Instant,
+    producer_type: &'static str,
+    logs_received: AtomicU64,
+    metrics_received: AtomicU64,
+    logs_sent: AtomicU64,
+    metrics_sent: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub forward_errors: AtomicU64,
+    /// (route template, status) → count; routes are a fixed small set.
+    http: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    latency: Histogram,
+    pub forwarder: Mutex<ForwarderStatus>,
+}
+
+/// The SPEC §5 JSON.
+#[derive(Debug, serde::Serialize, serde::Deserialize, poem_openapi::Object)]
+pub struct Snapshot {
+    /// Always `ok`.
+    pub status: String,
+    /// `MockKafkaProducer` or `KafkaProducer`.
+    pub producer_type: String,
+    pub logs_received: u64,
+    pub metrics_received: u64,
+    pub logs_sent: u64,
+    pub metrics_sent: u64,
+    pub queue: QueueStats,
+    pub forwarder: ForwarderSnapshot,
+    pub uptime_seconds: f64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize, poem_openapi::Object)]
+pub struct ForwarderSnapshot {
+    /// closed, open or half_open.
+    pub circuit: String,
+    pub consecutive_failures: u32,
+    pub next_retry_in_seconds: Option<f64>,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<String>,
+}
+
+impl Stats {
+    pub fn new(producer_type: &'static str) -> Stats {
+        Stats {
+            started: Instant::now(),
+            producer_type,
+            logs_received: AtomicU64::new(0),
+            metrics_received: AtomicU64::new(0),
+            logs_sent: AtomicU64::new(0),
+            metrics_sent: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            forward_errors: AtomicU64::new(0),
+            http: Mutex::new(BTreeMap::new()),
+            latency: Histogram::default(),
+            forwarder: Mutex::new(ForwarderStatus::default()),
+        }
+    }
+
+    pub fn received(&self, kind: Kind, n: u64) {
+        match kind {
+            Kind::Logs => self.logs_received.fetch_add(n, Relaxed),
+            Kind::Metrics => self.metrics_received.fetch_add(n, Relaxed),
+        };
+    }
+
+    pub fn sent(&self, kind: Kind, n: u64) {
+        match kind {
+            Kind::Logs => self.logs_sent.fetch_add(n, Relaxed),
+            Kind::Metrics => self.metrics_sent.fetch_add(n, Relaxed),
+        };
+    }
+
+    pub fn record_request(&self, route: &'static str, status: u16, took: Duration) {
+        *lock(&self.http).entry((route, status)).or_insert(0) += 1;
+        let secs = took.as_secs_f64();
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.latency.buckets[i].fetch_add(1, Relaxed);
+                break;
+            }
+        }
+        self.latency.count.fetch_add(1, Relaxed);
+        self.latency
+            .sum_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    pub fn snapshot(&self, queue: QueueStats) -> Snapshot {
+        let f = lock(&self.forwarder).clone();
+        let now = Instant::now();
+        Snapshot {
+            status: "ok".into(),
+            producer_type: self.producer_type.into(),
+            logs_received: self.logs_received.load(Relaxed),
+            metrics_received: self.metrics_received.load(Relaxed),
+            logs_sent: self.logs_sent.load(Relaxed),
+            metrics_sent: self.metrics_sent.load(Relaxed),
+            queue,
+            forwarder: ForwarderSnapshot {
+                circuit: f.circuit.as_str().into(),
+                consecutive_failures: f.consecutive_failures,
+                next_retry_in_seconds: f
+                    .next_attempt_at
+                    .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+                last_error: f.last_error,
+                last_success_at: f.last_success_at,
+            },
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn prometheus(&self, q: &QueueStats) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut gauge = |name: &str, help: &str, value: f64| {
+            let _ = writeln!(out, "# HELP edge_ingester_{name} {help}");
+            let _ = writeln!(out, "# TYPE edge_ingester_{name} gauge");
+            let _ = writeln!(out, "edge_ingester_{name} {value}");
+        };
+        gauge("queue_depth_batches", "Batches waiting in the queue.", q.depth_batches as f64);
+        gauge("queue_depth_entries", "Entries waiting in the queue.", q.depth_entries as f64);
+        gauge("queue_bytes", "Live record bytes in the queue.", q.bytes as f64);
+        gauge("queue_disk_bytes", "Bytes the queue directory takes on disk.", q.disk_bytes as f64);
+        gauge(
+            "queue_oldest_age_seconds",
+            "Age of the oldest queued batch (0 when empty).",
+            q.oldest_age_seconds.unwrap_or(0.0),
+        );
+        gauge("dead_letter_batches", "Batches in the dead-letter tree.", q.dead_letter_batches as f64);
+        gauge(
+            "circuit_state",
+            "Forwarder circuit: 0 closed, 1 half-open, 2 open.",
+            f64::from(lock(&self.forwarder).circuit.gauge()),
+        );
+        self.write_counters(&mut out, q);
+        self.write_http(&mut out);
+        out
+    }
+
+    fn write_counters(&self, out: &mut String, q: &QueueStats) {
+        for (name, help, pairs) in [
+            (
+                "entries_received_total",
+                "Entries accepted (202) since start.",
+                [&self.logs_received, &self.metrics_received],
+            ),
+            (
+                "entries_sent_total",
+                "Entries the sink confirmed since start.",
+                [&self.logs_sent, &self.metrics_sent],
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP edge_ingester_{name} {help}");
+            let _ = writeln!(out, "# TYPE edge_ingester_{name} counter");
+            for (kind, v) in ["logs", "metrics"].iter().zip(pairs) {
+                let _ = writeln!(out, "edge_ingester_{name}{{kind=\"{kind}\"}} {}", v.load(Relaxed));
+            }
+        }
+        for (name, help, v) in [
+            ("forward_errors_total", "Failed sends to the sink.", self.forward_errors.load(Relaxed)),
+            ("rate_limited_total", "Requests answered 429.", self.rate_limited.load(Relaxed)),
+            ("dropped_batches_total", "Batches evicted by when_full = drop_oldest.", q.dropped_batches),
+        ] {
+            let _ = writeln!(out, "# HELP edge_ingester_{name} {help}");
+            let _ = writeln!(out, "# TYPE edge_ingester_{name} counter");
+            let _ = writeln!(out, "edge_ingester_{name} {v}");
+        }
+    }
+
+    fn write_http(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP edge_ingester_http_requests_total HTTP requests by route and status.");
+        let _ = writeln!(out, "# TYPE edge_ingester_http_requests_total counter");
+        for ((path, status), n) in lock(&self.http).iter() {
+            let _ = writeln!(
+                out,
+                "edge_ingester_http_requests_total{{path=\"{path}\",status=\"{status}\"}} {n}"
+            );
+        }
+        let name = "edge_ingester_http_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} HTTP request duration.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&self.latency.buckets) {
+            cumulative += count.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let total = self.latency.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
+        let sum = self.latency.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {total}");
+    }
+}
