@@ -1,0 +1,207 @@
+//! Shared helpers: start the service in-process (`run()`) or as the real
+//! binary, always on 127.0.0.1:0 with a temporary queue directory.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edge_ingester::config::{Config, MockFail};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub const KEY: &str = "test-key";
+
+/// A config for tests: its own queue dir, a generous rate limit, and a
+/// failing sink with long backoff so accepted batches stay queued.
+pub fn test_config(dir: &Path) -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".into();
+    c.auth.keys = vec![KEY.into()];
+    c.rate_limit.requests_per_second = 100_000.0;
+    c.rate_limit.burst = 100_000;
+    c.queue.path = dir.join("queue");
+    c.mock.fail = MockFail::Always;
+    c.forwarder.initial_backoff_ms = 60_000;
+    c.forwarder.max_backoff_ms = 60_000;
+    c.forwarder.jitter = false;
+    c
+}
+
+/// The service running inside the test process.
+pub struct InProcess {
+    pub base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), edge_ingester::RunError>>>,
+}
+
+impl InProcess {
+    pub async fn start(config: Config) -> InProcess {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(edge_ingester::run(config, listener, async {
+            let _ = rx.await;
+        }));
+        InProcess {
+            base,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful stop, as SIGTERM does in the binary.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// A valid log entry whose message carries `id`.
+pub fn log_entry(id: &str, service: &str) -> Value {
+    json!({
+        "timestamp": "2026-11-27T10:00:00Z",
+        "level": "info",
+        "message": id,
+        "service": service,
+        "host": "edge-test",
+        "attributes": {"n": 1}
+    })
+}
+
+pub fn log_batch(ids: &[String]) -> Value {
+    json!({
+        "entries": ids.iter().map(|id| log_entry(id, "svc")).collect::<Vec<_>>(),
+        "agent_version": "0.1.0"
+    })
+}
+
+pub async fn post_json(c: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
+    c.post(url)
+        .header("content-type", "application/json")
+        .header("x-api-key", KEY)
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn stats(c: &reqwest::Client, base: &str) -> Value {
+    c.get(format!("{base}/stats"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls until `cond` holds on `/stats`, or panics after `limit`.
+pub async fn wait_for_stats(
+    c: &reqwest::Client,
+    base: &str,
+    limit: Duration,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = stats(c, base).await;
+        if cond(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "condition not reached; last stats: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes a config to a TOML file for the real binary.
+pub fn write_config(dir: &Path, name: &str, config: &Config) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, toml::to_string(config).unwrap()).unwrap();
+    path
+}
+
+/// The real binary, serving; killed on drop.
+pub struct Binary {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Binary {
+    pub fn start(config_path: &Path) -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-ingester"))
+            .args(["serve", "--config"])
+            .arg(config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edge-ingester");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Keep draining stderr for the life of the process, or it blocks.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr.trim().to_string());
+                    }
+                }
+                if line.contains("ERROR") || line.contains("panicked") {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server did not report its address");
+        Binary {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub fn sigkill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Messages of every line in a capture file.
+pub fn captured_messages(path: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("capture line is JSON");
+            v["message"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
