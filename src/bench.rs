@@ -91,7 +91,11 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1).map(|a| a.trim_start_matches("socket://")) {
+                if let Some(addr) = line
+                    .split("listening on ")
+                    .nth(1)
+                    .map(|a| a.trim_start_matches("socket://"))
+                {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr.trim().to_string());
                     }
@@ -105,7 +109,8 @@ impl Server {
     }
 
     fn rss_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with(field))
@@ -116,7 +121,9 @@ impl Server {
 
     fn stop(&mut self) {
         // SIGTERM for a clean shutdown; the queue is thrown away with the dir.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -124,7 +131,14 @@ impl Server {
 /// A batch body of `n` varied log entries (~250 B each).
 pub fn log_batch_body(n: usize, salt: usize) -> Vec<u8> {
     const LEVELS: [&str; 5] = ["DEBUG", "INFO", "INFO", "WARNING", "ERROR"];
-    const PATHS: [&str; 6] = ["/api/v1/items", "/api/v1/users", "/login", "/cart", "/search", "/health"];
+    const PATHS: [&str; 6] = [
+        "/api/v1/items",
+        "/api/v1/users",
+        "/login",
+        "/cart",
+        "/search",
+        "/health",
+    ];
     let mut entries = Vec::with_capacity(n);
     for i in 0..n {
         let k = salt.wrapping_mul(7919).wrapping_add(i * 104_729);
@@ -153,7 +167,11 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = server.rss_kib("VmRSS:");
 
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..args.clients * 4).map(|s| log_batch_body(args.batch, s)).collect());
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
+        (0..args.clients * 4)
+            .map(|s| log_batch_body(args.batch, s))
+            .collect(),
+    );
     let body_bytes = bodies[0].len();
     let accepted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
@@ -200,7 +218,9 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
     for t in tasks {
         latencies.extend(t.await?);
     }
-    let measured = Instant::now().saturating_duration_since(measure_from).as_secs_f64();
+    let measured = Instant::now()
+        .saturating_duration_since(measure_from)
+        .as_secs_f64();
     let peak_rss = server.rss_kib("VmHWM:");
     latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -232,7 +252,6 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
         peak_rss as f64 / 1024.0,
     ))
 }
-
 
 async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -16,7 +16,11 @@ use crate::queue::{Queue, QueueStats};
 pub const DEFAULT_CONFIG_PATH: &str = "config/edge-ingester.toml";
 
 #[derive(Debug, Parser)]
-#[command(name = "edge-ingester", version, about = "Durable buffering edge ingester")]
+#[command(
+    name = "edge-ingester",
+    version,
+    about = "Durable buffering edge ingester"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
@@ -109,7 +113,9 @@ pub struct ServeArgs {
 pub fn load_config(path: Option<&Path>) -> Result<Config, ConfigError> {
     match path {
         Some(p) => Config::load(p),
-        None if Path::new(DEFAULT_CONFIG_PATH).exists() => Config::load(Path::new(DEFAULT_CONFIG_PATH)),
+        None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
+            Config::load(Path::new(DEFAULT_CONFIG_PATH))
+        }
         None => Ok(Config::default()),
     }
 }
@@ -145,7 +151,11 @@ pub fn resolve_queue_dir(dir: &Path) -> Result<PathBuf, String> {
     if nested.join("db").exists() {
         return Ok(nested);
     }
-    Err(format!("no queue found at {} (nor at {})", dir.display(), nested.display()))
+    Err(format!(
+        "no queue found at {} (nor at {})",
+        dir.display(),
+        nested.display()
+    ))
 }
 
 fn open_offline(data_dir: &Path, config: Option<&Path>) -> Result<Queue, String> {

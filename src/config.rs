@@ -385,7 +385,10 @@ impl Config {
             return Err(bad("forwarder.multiplier", "must be at least 1.0"));
         }
         if f.breaker_failure_threshold == 0 {
-            return Err(bad("forwarder.breaker_failure_threshold", "must be at least 1"));
+            return Err(bad(
+                "forwarder.breaker_failure_threshold",
+                "must be at least 1",
+            ));
         }
         if f.breaker_open_ms == 0 {
             return Err(bad("forwarder.breaker_open_ms", "must be at least 1"));

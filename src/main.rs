@@ -15,20 +15,25 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(config),
         Command::Stats { url, api_key } => {
             let key = api_key.unwrap_or_else(|| edge_ingester::config::DEFAULT_API_KEY.into());
-            let out = runtime().and_then(|rt| rt.block_on(cli::stats(&url, &key)).map_err(anyhow::Error::msg));
+            let out = runtime().and_then(|rt| {
+                rt.block_on(cli::stats(&url, &key))
+                    .map_err(anyhow::Error::msg)
+            });
             print_or_fail(out)
         }
         Command::Queue { command } => print_or_fail(
             match command {
-                QueueCommand::Inspect { data_dir, json, config } => {
-                    cli::queue_inspect(&data_dir, json, config.as_deref())
-                }
-                QueueCommand::DeadLetter { command: DeadLetterCommand::List { data_dir } } => {
-                    cli::dead_letter_list(&data_dir)
-                }
-                QueueCommand::DeadLetter { command: DeadLetterCommand::Replay { data_dir } } => {
-                    cli::dead_letter_replay(&data_dir)
-                }
+                QueueCommand::Inspect {
+                    data_dir,
+                    json,
+                    config,
+                } => cli::queue_inspect(&data_dir, json, config.as_deref()),
+                QueueCommand::DeadLetter {
+                    command: DeadLetterCommand::List { data_dir },
+                } => cli::dead_letter_list(&data_dir),
+                QueueCommand::DeadLetter {
+                    command: DeadLetterCommand::Replay { data_dir },
+                } => cli::dead_letter_replay(&data_dir),
             }
             .map_err(anyhow::Error::msg),
         ),

@@ -429,7 +429,10 @@ pub fn validate_logs(wire: WireLogBatch, limits: Limits) -> Result<Batch, Vec<Pr
             Some(m) if m.len() > MAX_MESSAGE_BYTES => {
                 p.add(
                     || format!("entries[{i}].message"),
-                    format!("is {} bytes; at most {MAX_MESSAGE_BYTES} are allowed", m.len()),
+                    format!(
+                        "is {} bytes; at most {MAX_MESSAGE_BYTES} are allowed",
+                        m.len()
+                    ),
                 );
                 String::new()
             }
@@ -541,7 +544,9 @@ mod tests {
             {"timestamp":"2024-01-01T00:00:00Z","message":"m","service":"s","host":"h","extra":1}]}"#,
         )
         .unwrap();
-        let Entries::Logs(v) = b.entries else { panic!() };
+        let Entries::Logs(v) = b.entries else {
+            panic!()
+        };
         assert_eq!(v[0].level, Level::Warning);
         assert_eq!(v[1].level, Level::Critical);
         assert_eq!(v[1].timestamp, "2023-12-31T22:00:00Z");
@@ -559,7 +564,11 @@ mod tests {
         let fields: Vec<_> = errs.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["entries[0].level", "entries[1].timestamp", "entries[1].service"]
+            [
+                "entries[0].level",
+                "entries[1].timestamp",
+                "entries[1].service"
+            ]
         );
     }
 
@@ -583,7 +592,9 @@ mod tests {
             LIMITS,
         )
         .unwrap();
-        let Entries::Metrics(v) = b.entries else { panic!() };
+        let Entries::Metrics(v) = b.entries else {
+            panic!()
+        };
         assert_eq!(v[0].metric_type, MetricType::Gauge);
         assert_eq!(v[0].attributes.len(), 2);
     }

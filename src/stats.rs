@@ -168,16 +168,36 @@ impl Stats {
             let _ = writeln!(out, "# TYPE edge_ingester_{name} gauge");
             let _ = writeln!(out, "edge_ingester_{name} {value}");
         };
-        gauge("queue_depth_batches", "Batches waiting in the queue.", q.depth_batches as f64);
-        gauge("queue_depth_entries", "Entries waiting in the queue.", q.depth_entries as f64);
-        gauge("queue_bytes", "Live record bytes in the queue.", q.bytes as f64);
-        gauge("queue_disk_bytes", "Bytes the queue directory takes on disk.", q.disk_bytes as f64);
+        gauge(
+            "queue_depth_batches",
+            "Batches waiting in the queue.",
+            q.depth_batches as f64,
+        );
+        gauge(
+            "queue_depth_entries",
+            "Entries waiting in the queue.",
+            q.depth_entries as f64,
+        );
+        gauge(
+            "queue_bytes",
+            "Live record bytes in the queue.",
+            q.bytes as f64,
+        );
+        gauge(
+            "queue_disk_bytes",
+            "Bytes the queue directory takes on disk.",
+            q.disk_bytes as f64,
+        );
         gauge(
             "queue_oldest_age_seconds",
             "Age of the oldest queued batch (0 when empty).",
             q.oldest_age_seconds.unwrap_or(0.0),
         );
-        gauge("dead_letter_batches", "Batches in the dead-letter tree.", q.dead_letter_batches as f64);
+        gauge(
+            "dead_letter_batches",
+            "Batches in the dead-letter tree.",
+            q.dead_letter_batches as f64,
+        );
         gauge(
             "circuit_state",
             "Forwarder circuit: 0 closed, 1 half-open, 2 open.",
@@ -204,13 +224,29 @@ impl Stats {
             let _ = writeln!(out, "# HELP edge_ingester_{name} {help}");
             let _ = writeln!(out, "# TYPE edge_ingester_{name} counter");
             for (kind, v) in ["logs", "metrics"].iter().zip(pairs) {
-                let _ = writeln!(out, "edge_ingester_{name}{{kind=\"{kind}\"}} {}", v.load(Relaxed));
+                let _ = writeln!(
+                    out,
+                    "edge_ingester_{name}{{kind=\"{kind}\"}} {}",
+                    v.load(Relaxed)
+                );
             }
         }
         for (name, help, v) in [
-            ("forward_errors_total", "Failed sends to the sink.", self.forward_errors.load(Relaxed)),
-            ("rate_limited_total", "Requests answered 429.", self.rate_limited.load(Relaxed)),
-            ("dropped_batches_total", "Batches evicted by when_full = drop_oldest.", q.dropped_batches),
+            (
+                "forward_errors_total",
+                "Failed sends to the sink.",
+                self.forward_errors.load(Relaxed),
+            ),
+            (
+                "rate_limited_total",
+                "Requests answered 429.",
+                self.rate_limited.load(Relaxed),
+            ),
+            (
+                "dropped_batches_total",
+                "Batches evicted by when_full = drop_oldest.",
+                q.dropped_batches,
+            ),
         ] {
             let _ = writeln!(out, "# HELP edge_ingester_{name} {help}");
             let _ = writeln!(out, "# TYPE edge_ingester_{name} counter");
@@ -219,7 +255,10 @@ impl Stats {
     }
 
     fn write_http(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP edge_ingester_http_requests_total HTTP requests by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP edge_ingester_http_requests_total HTTP requests by route and status."
+        );
         let _ = writeln!(out, "# TYPE edge_ingester_http_requests_total counter");
         for ((path, status), n) in lock(&self.http).iter() {
             let _ = writeln!(

@@ -56,7 +56,13 @@ async fn accepted_log_batch_answers_202_with_the_spec_body_and_rate_headers() {
     let srv = InProcess::start(test_config(dir.path())).await;
     let c = client();
     let body = json!({"entries": [log_entry("a", "checkout"), log_entry("b", "other")]});
-    let (status, headers, v) = send(&c, &srv.url("/logs"), &JSON_KEYED, serde_json::to_vec(&body).unwrap()).await;
+    let (status, headers, v) = send(
+        &c,
+        &srv.url("/logs"),
+        &JSON_KEYED,
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
     assert_eq!(status, 202);
     assert_eq!(v["status"], "accepted");
     assert_eq!(v["logs_received"], 2);
@@ -80,7 +86,13 @@ async fn metric_batch_accepts_any_case_of_metric_type_and_ignores_unknown_fields
         {"timestamp":"2026-11-27T10:00:00Z","name":"reqs","value":3,"metric_type":"counter",
          "service":"api","host":"h","attributes":{"code":"200","ok":true,"n":1.5}}
     ], "agent_version":"0.1.0", "also_unknown": true});
-    let (status, _, v) = send(&c, &srv.url("/metrics"), &JSON_KEYED, serde_json::to_vec(&body).unwrap()).await;
+    let (status, _, v) = send(
+        &c,
+        &srv.url("/metrics"),
+        &JSON_KEYED,
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
     assert_eq!(status, 202, "{v}");
     assert_eq!(v["metrics_received"], 2);
     assert_eq!(v["message"], "Metric batch accepted for processing");
@@ -96,7 +108,10 @@ async fn bearer_token_authenticates_like_x_api_key() {
     let (status, _, _) = send(
         &client(),
         &srv.url("/logs"),
-        &[("content-type", "application/json"), ("authorization", &bearer)],
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &bearer),
+        ],
         one_log(),
     )
     .await;
@@ -110,13 +125,22 @@ async fn missing_or_wrong_key_is_401_and_enqueues_nothing() {
     let srv = InProcess::start(test_config(dir.path())).await;
     let c = client();
     let before = queue_marks(&c, &srv.base).await;
-    let (s1, _, v1) = send(&c, &srv.url("/logs"), &[("content-type", "application/json")], one_log()).await;
+    let (s1, _, v1) = send(
+        &c,
+        &srv.url("/logs"),
+        &[("content-type", "application/json")],
+        one_log(),
+    )
+    .await;
     assert_eq!(s1, 401);
     assert!(v1["detail"].as_str().unwrap().contains("API key"));
     let (s2, _, v2) = send(
         &c,
         &srv.url("/metrics"),
-        &[("content-type", "application/json"), ("x-api-key", "test-kez")],
+        &[
+            ("content-type", "application/json"),
+            ("x-api-key", "test-kez"),
+        ],
         one_log(),
     )
     .await;
@@ -134,30 +158,66 @@ async fn malformed_json_is_400_and_schema_errors_are_422_naming_the_field() {
     let c = client();
     let before = queue_marks(&c, &srv.base).await;
 
-    let (s, _, v) = send(&c, &srv.url("/logs"), &JSON_KEYED, b"{\"entries\": [".to_vec()).await;
+    let (s, _, v) = send(
+        &c,
+        &srv.url("/logs"),
+        &JSON_KEYED,
+        b"{\"entries\": [".to_vec(),
+    )
+    .await;
     assert_eq!(s, 400);
-    assert!(v["detail"].as_str().unwrap().contains("Malformed JSON"), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("Malformed JSON"),
+        "{v}"
+    );
 
     // One bad entry among good ones: the whole batch is refused.
     let mut bad = log_batch(&["ok-1".into(), "ok-2".into(), "ok-3".into(), "bad".into()]);
     bad["entries"][3]["level"] = json!("LOUD");
-    let (s, _, v) = send(&c, &srv.url("/logs"), &JSON_KEYED, serde_json::to_vec(&bad).unwrap()).await;
+    let (s, _, v) = send(
+        &c,
+        &srv.url("/logs"),
+        &JSON_KEYED,
+        serde_json::to_vec(&bad).unwrap(),
+    )
+    .await;
     assert_eq!(s, 422);
     assert_eq!(v["errors"][0]["field"], "entries[3].level", "{v}");
 
     let mut missing = log_batch(&["x".into()]);
-    missing["entries"][0].as_object_mut().unwrap().remove("host");
-    let (s, _, v) = send(&c, &srv.url("/logs"), &JSON_KEYED, serde_json::to_vec(&missing).unwrap()).await;
+    missing["entries"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("host");
+    let (s, _, v) = send(
+        &c,
+        &srv.url("/logs"),
+        &JSON_KEYED,
+        serde_json::to_vec(&missing).unwrap(),
+    )
+    .await;
     assert_eq!(s, 422);
     assert_eq!(v["errors"][0]["field"], "entries[0].host", "{v}");
 
     let wrong_type = json!({"entries":[{"timestamp":"2026-11-27T10:00:00Z","name":"cpu","value":"high",
         "metric_type":"gauge","service":"s","host":"h"}]});
-    let (s, _, v) = send(&c, &srv.url("/metrics"), &JSON_KEYED, serde_json::to_vec(&wrong_type).unwrap()).await;
+    let (s, _, v) = send(
+        &c,
+        &srv.url("/metrics"),
+        &JSON_KEYED,
+        serde_json::to_vec(&wrong_type).unwrap(),
+    )
+    .await;
     assert_eq!(s, 422);
     assert_eq!(v["errors"][0]["field"], "entries[0].value", "{v}");
 
-    let (s, _, _) = send(&c, &srv.url("/logs"), &JSON_KEYED, b"{\"entries\": []}".to_vec()).await;
+    let (s, _, _) = send(
+        &c,
+        &srv.url("/logs"),
+        &JSON_KEYED,
+        b"{\"entries\": []}".to_vec(),
+    )
+    .await;
     assert_eq!(s, 422);
 
     assert_eq!(queue_marks(&c, &srv.base).await, before);
@@ -172,11 +232,23 @@ async fn too_many_entries_is_422_and_oversized_message_names_the_field() {
     let srv = InProcess::start(cfg).await;
     let c = client();
     let ids: Vec<String> = (0..4).map(|i| i.to_string()).collect();
-    let (s, _, v) = send(&c, &srv.url("/logs"), &JSON_KEYED, serde_json::to_vec(&log_batch(&ids)).unwrap()).await;
+    let (s, _, v) = send(
+        &c,
+        &srv.url("/logs"),
+        &JSON_KEYED,
+        serde_json::to_vec(&log_batch(&ids)).unwrap(),
+    )
+    .await;
     assert_eq!(s, 422);
     assert_eq!(v["errors"][0]["field"], "entries");
     let huge = "x".repeat(64 * 1024 + 1);
-    let (s, _, v) = send(&c, &srv.url("/logs"), &JSON_KEYED, serde_json::to_vec(&log_batch(&[huge])).unwrap()).await;
+    let (s, _, v) = send(
+        &c,
+        &srv.url("/logs"),
+        &JSON_KEYED,
+        serde_json::to_vec(&log_batch(&[huge])).unwrap(),
+    )
+    .await;
     assert_eq!(s, 422);
     assert_eq!(v["errors"][0]["field"], "entries[0].message");
     assert_eq!(queue_marks(&c, &srv.base).await, (0, 0, 0));
@@ -188,7 +260,13 @@ async fn wrong_content_type_or_unknown_encoding_is_415() {
     let dir = tempfile::tempdir().unwrap();
     let srv = InProcess::start(test_config(dir.path())).await;
     let c = client();
-    let (s, _, v) = send(&c, &srv.url("/logs"), &[("content-type", "text/plain"), ("x-api-key", KEY)], one_log()).await;
+    let (s, _, v) = send(
+        &c,
+        &srv.url("/logs"),
+        &[("content-type", "text/plain"), ("x-api-key", KEY)],
+        one_log(),
+    )
+    .await;
     assert_eq!(s, 415);
     assert!(v["detail"].as_str().unwrap().contains("Content-Type"));
     let (s, _, _) = send(&c, &srv.url("/logs"), &[("x-api-key", KEY)], one_log()).await;
@@ -196,7 +274,11 @@ async fn wrong_content_type_or_unknown_encoding_is_415() {
     let (s, _, v) = send(
         &c,
         &srv.url("/logs"),
-        &[("content-type", "application/json"), ("x-api-key", KEY), ("content-encoding", "br")],
+        &[
+            ("content-type", "application/json"),
+            ("x-api-key", KEY),
+            ("content-encoding", "br"),
+        ],
         one_log(),
     )
     .await;
@@ -215,7 +297,11 @@ async fn gzip_in_any_case_and_zstd_bodies_are_accepted() {
         let (s, _, v) = send(
             &c,
             &srv.url("/logs"),
-            &[("content-type", "application/json"), ("x-api-key", KEY), ("content-encoding", enc)],
+            &[
+                ("content-type", "application/json"),
+                ("x-api-key", KEY),
+                ("content-encoding", enc),
+            ],
             gzip(&one_log()),
         )
         .await;
@@ -224,7 +310,11 @@ async fn gzip_in_any_case_and_zstd_bodies_are_accepted() {
     let (s, _, v) = send(
         &c,
         &srv.url("/logs"),
-        &[("content-type", "application/json"), ("x-api-key", KEY), ("content-encoding", "zstd")],
+        &[
+            ("content-type", "application/json"),
+            ("x-api-key", KEY),
+            ("content-encoding", "zstd"),
+        ],
         zstd::encode_all(&one_log()[..], 3).unwrap(),
     )
     .await;
@@ -253,12 +343,19 @@ async fn body_over_the_limit_is_413_on_the_wire_and_after_decompression() {
     let (s, _, v) = send(
         &c,
         &srv.url("/logs"),
-        &[("content-type", "application/json"), ("x-api-key", KEY), ("content-encoding", "gzip")],
+        &[
+            ("content-type", "application/json"),
+            ("x-api-key", KEY),
+            ("content-encoding", "gzip"),
+        ],
         small,
     )
     .await;
     assert_eq!(s, 413);
-    assert!(v["detail"].as_str().unwrap().contains("decompression"), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("decompression"),
+        "{v}"
+    );
 
     // A gzip bomb: 64 MiB of zeros in ~64 KiB, under the wire limit; it is
     // refused after inflating no more than the limit.
@@ -272,12 +369,19 @@ async fn body_over_the_limit_is_413_on_the_wire_and_after_decompression() {
     let (s, _, v) = send(
         &c,
         &srv.url("/logs"),
-        &[("content-type", "application/json"), ("x-api-key", KEY), ("content-encoding", "gzip")],
+        &[
+            ("content-type", "application/json"),
+            ("x-api-key", KEY),
+            ("content-encoding", "gzip"),
+        ],
         bomb,
     )
     .await;
     assert_eq!(s, 413);
-    assert!(v["detail"].as_str().unwrap().contains("decompression"), "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("decompression"),
+        "{v}"
+    );
     assert_eq!(queue_marks(&c, &srv.base).await, (0, 0, 0));
     srv.stop().await;
 }
@@ -313,9 +417,15 @@ async fn chunked_body_without_content_length_is_accepted_and_limited() {
     let srv = InProcess::start(cfg).await;
     let c = client();
     let ids: Vec<String> = (0..20).map(|i| format!("chunked-{i}")).collect();
-    assert_eq!(post_chunked(&srv.base, &serde_json::to_vec(&log_batch(&ids)).unwrap()).await, 202);
+    assert_eq!(
+        post_chunked(&srv.base, &serde_json::to_vec(&log_batch(&ids)).unwrap()).await,
+        202
+    );
     let many: Vec<String> = (0..400).map(|i| format!("chunked-{i}")).collect();
-    assert_eq!(post_chunked(&srv.base, &serde_json::to_vec(&log_batch(&many)).unwrap()).await, 413);
+    assert_eq!(
+        post_chunked(&srv.base, &serde_json::to_vec(&log_batch(&many)).unwrap()).await,
+        413
+    );
     assert_eq!(queue_marks(&c, &srv.base).await, (1, 20, 0));
     srv.stop().await;
 }
@@ -329,7 +439,10 @@ async fn over_the_rate_is_429_with_retry_after_and_stats_stay_reachable() {
     let srv = InProcess::start(cfg).await;
     let c = client();
     let (s, h, _) = send(&c, &srv.url("/logs"), &JSON_KEYED, one_log()).await;
-    assert_eq!((s, &h["x-ratelimit-remaining"]), (202, &"1".parse().unwrap()));
+    assert_eq!(
+        (s, &h["x-ratelimit-remaining"]),
+        (202, &"1".parse().unwrap())
+    );
     let (s, _, _) = send(&c, &srv.url("/logs"), &JSON_KEYED, one_log()).await;
     assert_eq!(s, 202);
     let (s, h, v) = send(&c, &srv.url("/metrics"), &JSON_KEYED, one_log()).await;
@@ -337,7 +450,10 @@ async fn over_the_rate_is_429_with_retry_after_and_stats_stay_reachable() {
     assert_eq!(h["retry-after"], "5");
     assert_eq!(h["x-ratelimit-limit"], "2");
     assert_eq!(h["x-ratelimit-remaining"], "0");
-    assert_eq!(v, json!({"detail": "Rate limit exceeded. Try again in 5 seconds."}));
+    assert_eq!(
+        v,
+        json!({"detail": "Rate limit exceeded. Try again in 5 seconds."})
+    );
     // /stats needs a key but is not rate-limited.
     for _ in 0..5 {
         assert_eq!(queue_marks(&c, &srv.base).await, (2, 2, 0));
@@ -351,7 +467,10 @@ async fn over_the_rate_is_429_with_retry_after_and_stats_stay_reachable() {
         .text()
         .await
         .unwrap();
-    assert!(prom.contains("edge_ingester_rate_limited_total 1"), "{prom}");
+    assert!(
+        prom.contains("edge_ingester_rate_limited_total 1"),
+        "{prom}"
+    );
     srv.stop().await;
 }
 
@@ -395,7 +514,10 @@ async fn full_queue_rejects_with_503_or_drops_oldest_as_configured() {
     let depth = s["queue"]["depth_batches"].as_u64().unwrap();
     let dropped = s["queue"]["dropped_batches"].as_u64().unwrap();
     assert_eq!(depth + dropped, 20, "{s}");
-    assert!(dropped > 0 && s["queue"]["bytes"].as_u64().unwrap() <= 1_000, "{s}");
+    assert!(
+        dropped > 0 && s["queue"]["bytes"].as_u64().unwrap() <= 1_000,
+        "{s}"
+    );
     srv.stop().await;
 }
 
@@ -409,14 +531,27 @@ async fn ready_turns_503_above_the_high_water_mark_and_health_stays_200() {
     let c = client();
     let ready = c.get(srv.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert_eq!(ready.json::<Value>().await.unwrap(), json!({"status": "ready"}));
-    assert_eq!(send(&c, &srv.url("/logs"), &JSON_KEYED, one_log()).await.0, 202);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap(),
+        json!({"status": "ready"})
+    );
+    assert_eq!(
+        send(&c, &srv.url("/logs"), &JSON_KEYED, one_log()).await.0,
+        202
+    );
     let ready = c.get(srv.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let v: Value = ready.json().await.unwrap();
     assert_eq!(v["status"], "not_ready");
     assert!(v["reason"].as_str().unwrap().contains("high-water"), "{v}");
-    let health: Value = c.get(srv.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health: Value = c
+        .get(srv.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "healthy");
     assert_eq!(health["service"], "ingestion-service");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
@@ -428,18 +563,38 @@ async fn root_docs_and_openapi_describe_the_real_api() {
     let dir = tempfile::tempdir().unwrap();
     let srv = InProcess::start(test_config(dir.path())).await;
     let c = client();
-    let root: Value = c.get(srv.url("/")).send().await.unwrap().json().await.unwrap();
+    let root: Value = c
+        .get(srv.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(root["docs_url"], "/docs");
-    assert!(root["endpoints"].as_array().unwrap().contains(&json!("POST /logs")));
+    assert!(root["endpoints"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("POST /logs")));
     let docs = c.get(srv.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
-    let spec: Value = c.get(srv.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let spec: Value = c
+        .get(srv.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let scheme = &spec["components"]["securitySchemes"]["ApiKeyHeader"];
     assert_eq!(scheme["name"], "X-API-Key");
     assert_eq!(scheme["in"], "header");
     let post_logs = &spec["paths"]["/logs"]["post"];
     for code in ["202", "400", "401", "413", "415", "422", "429", "503"] {
-        assert!(post_logs["responses"][code].is_object(), "missing {code} in /logs");
+        assert!(
+            post_logs["responses"][code].is_object(),
+            "missing {code} in /logs"
+        );
     }
     let schemas = &spec["components"]["schemas"];
     assert!(schemas["LogEntry"]["properties"]["timestamp"].is_object());
@@ -460,14 +615,20 @@ async fn stats_show_the_failing_sink_and_prometheus_names() {
     cfg.forwarder.breaker_open_ms = 60_000;
     let srv = InProcess::start(cfg).await;
     let c = client();
-    assert_eq!(send(&c, &srv.url("/logs"), &JSON_KEYED, one_log()).await.0, 202);
+    assert_eq!(
+        send(&c, &srv.url("/logs"), &JSON_KEYED, one_log()).await.0,
+        202
+    );
     let s = wait_for_stats(&c, &srv.base, Duration::from_secs(10), |s| {
         s["forwarder"]["circuit"] == "open"
     })
     .await;
     assert_eq!(s["producer_type"], "MockKafkaProducer");
     assert_eq!(s["forwarder"]["consecutive_failures"], 2);
-    assert!(s["forwarder"]["last_error"].as_str().unwrap().contains("mock"));
+    assert!(s["forwarder"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("mock"));
     assert!(s["forwarder"]["next_retry_in_seconds"].as_f64().unwrap() > 50.0);
     assert!(s["queue"]["oldest_age_seconds"].as_f64().is_some());
     assert_eq!(s["logs_sent"], 0);
@@ -509,8 +670,21 @@ async fn working_sink_captures_exactly_the_kafka_values() {
     let c = client();
     let body = json!({"entries":[{"timestamp":"2026-11-27T12:00:00+02:00","level":"Fatal",
         "message":"boom","service":"pay","host":"h1","attributes":{"k":"v"}}],"agent_version":"9.9"});
-    assert_eq!(send(&c, &srv.url("/logs"), &JSON_KEYED, serde_json::to_vec(&body).unwrap()).await.0, 202);
-    wait_for_stats(&c, &srv.base, Duration::from_secs(10), |s| s["logs_sent"] == 1).await;
+    assert_eq!(
+        send(
+            &c,
+            &srv.url("/logs"),
+            &JSON_KEYED,
+            serde_json::to_vec(&body).unwrap()
+        )
+        .await
+        .0,
+        202
+    );
+    wait_for_stats(&c, &srv.base, Duration::from_secs(10), |s| {
+        s["logs_sent"] == 1
+    })
+    .await;
     let line = std::fs::read_to_string(&capture).unwrap();
     let v: Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(v["timestamp"], "2026-11-27T10:00:00Z");

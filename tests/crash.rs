@@ -89,7 +89,11 @@ fn acknowledged_batches_survive_repeated_sigkill() {
         }
         eprintln!(
             "cycle {cycle} ({}): {} entries acknowledged so far",
-            if forwarding { "forwarding" } else { "sink failing" },
+            if forwarding {
+                "forwarding"
+            } else {
+                "sink failing"
+            },
             acked.lock().unwrap().len()
         );
     }
@@ -100,9 +104,12 @@ fn acknowledged_batches_survive_repeated_sigkill() {
     cfg.mock.capture_path = capture.clone();
     let path = write_config(dir.path(), "drain.toml", &cfg);
     let mut server = Binary::start(&path);
-    rt.block_on(wait_for_stats(&client(), &server.base, Duration::from_secs(120), |s| {
-        s["queue"]["depth_batches"] == 0
-    }));
+    rt.block_on(wait_for_stats(
+        &client(),
+        &server.base,
+        Duration::from_secs(120),
+        |s| s["queue"]["depth_batches"] == 0,
+    ));
     assert!(server.sigterm().success());
 
     let acked = acked.lock().unwrap();
@@ -110,7 +117,10 @@ fn acknowledged_batches_survive_repeated_sigkill() {
     for m in captured_messages(&capture) {
         *counts.entry(m).or_default() += 1;
     }
-    let lost: Vec<_> = acked.iter().filter(|id| !counts.contains_key(*id)).collect();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|id| !counts.contains_key(*id))
+        .collect();
     let duplicates: u32 = counts.values().map(|n| n - 1).sum();
     eprintln!(
         "requests {}, acknowledged entries {}, delivered distinct {}, lost {}, duplicates {}",
@@ -120,6 +130,15 @@ fn acknowledged_batches_survive_repeated_sigkill() {
         lost.len(),
         duplicates
     );
-    assert!(acked.len() > 1_000, "too little load to mean anything: {}", acked.len());
-    assert!(lost.is_empty(), "{} acknowledged entries lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        acked.len() > 1_000,
+        "too little load to mean anything: {}",
+        acked.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged entries lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
 }

@@ -19,11 +19,19 @@ async fn queue_depth_order_and_counters_survive_a_clean_restart() {
     for b in 0..6 {
         let ids: Vec<String> = (0..=b).map(|i| format!("log-b{b}-e{i}")).collect();
         expected_order.extend(ids.clone());
-        assert_eq!(post_json(&c, &srv.url("/logs"), &log_batch(&ids)).await.status(), 202);
+        assert_eq!(
+            post_json(&c, &srv.url("/logs"), &log_batch(&ids))
+                .await
+                .status(),
+            202
+        );
     }
     let metric = json!({"entries":[{"timestamp":"2026-11-27T10:00:00Z","name":"m-last","value":1,
         "metric_type":"counter","service":"svc","host":"h"}]});
-    assert_eq!(post_json(&c, &srv.url("/metrics"), &metric).await.status(), 202);
+    assert_eq!(
+        post_json(&c, &srv.url("/metrics"), &metric).await.status(),
+        202
+    );
     let before = stats(&c, &srv.base).await;
     assert_eq!(before["queue"]["depth_batches"], 7);
     assert_eq!(before["queue"]["depth_entries"], 22);
@@ -32,8 +40,17 @@ async fn queue_depth_order_and_counters_survive_a_clean_restart() {
 
     let srv = InProcess::start(test_config(dir.path())).await;
     let after = stats(&c, &srv.base).await;
-    for field in ["depth_batches", "depth_entries", "bytes", "max_bytes", "dead_letter_batches"] {
-        assert_eq!(after["queue"][field], before["queue"][field], "queue.{field}");
+    for field in [
+        "depth_batches",
+        "depth_entries",
+        "bytes",
+        "max_bytes",
+        "dead_letter_batches",
+    ] {
+        assert_eq!(
+            after["queue"][field], before["queue"][field],
+            "queue.{field}"
+        );
     }
     assert!(after["queue"]["oldest_age_seconds"].as_f64().unwrap() >= 0.0);
     assert!(after["queue"]["disk_bytes"].as_u64().unwrap() > 0);
@@ -57,7 +74,10 @@ async fn queue_depth_order_and_counters_survive_a_clean_restart() {
     srv.stop().await;
 
     let lines = std::fs::read_to_string(&capture).unwrap();
-    let values: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let values: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let logs: Vec<String> = values
         .iter()
         .filter_map(|v| v["message"].as_str().map(str::to_string))
@@ -78,7 +98,10 @@ async fn batch_ids_are_never_reused_after_the_queue_drains_and_restarts() {
         .json()
         .await
         .unwrap();
-    wait_for_stats(&c, &srv.base, Duration::from_secs(10), |s| s["queue"]["depth_batches"] == 0).await;
+    wait_for_stats(&c, &srv.base, Duration::from_secs(10), |s| {
+        s["queue"]["depth_batches"] == 0
+    })
+    .await;
     srv.stop().await;
 
     let srv = InProcess::start(cfg).await;
@@ -88,7 +111,10 @@ async fn batch_ids_are_never_reused_after_the_queue_drains_and_restarts() {
         .await
         .unwrap();
     srv.stop().await;
-    let (a, b) = (first["batch_id"].as_str().unwrap(), second["batch_id"].as_str().unwrap());
+    let (a, b) = (
+        first["batch_id"].as_str().unwrap(),
+        second["batch_id"].as_str().unwrap(),
+    );
     assert_ne!(a, b);
     assert_eq!(a.split(':').next(), b.split(':').next(), "node id is kept");
 }

@@ -189,7 +189,17 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         enc.write_all(&vec![b' '; 8 << 20]).unwrap();
         let bomb = enc.finish().unwrap();
-        let got = inflate(flate2::read::MultiGzDecoder::new(&bomb[..]), 1 << 20, "gzip");
-        assert!(matches!(got, Err(Rejection::TooLarge { decompressed: true, .. })));
+        let got = inflate(
+            flate2::read::MultiGzDecoder::new(&bomb[..]),
+            1 << 20,
+            "gzip",
+        );
+        assert!(matches!(
+            got,
+            Err(Rejection::TooLarge {
+                decompressed: true,
+                ..
+            })
+        ));
     }
 }

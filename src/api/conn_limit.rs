@@ -36,7 +36,9 @@ impl<A: Acceptor> Acceptor for LimitedAcceptor<A> {
         self.inner.local_addr()
     }
 
-    async fn accept(&mut self) -> IoResult<(Self::Io, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
+    async fn accept(
+        &mut self,
+    ) -> IoResult<(Self::Io, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
         let permit = self
             .permits
             .clone()
@@ -44,7 +46,15 @@ impl<A: Acceptor> Acceptor for LimitedAcceptor<A> {
             .await
             .map_err(std::io::Error::other)?;
         let (io, local, remote, scheme) = self.inner.accept().await?;
-        Ok((Limited { io, _permit: permit }, local, remote, scheme))
+        Ok((
+            Limited {
+                io,
+                _permit: permit,
+            },
+            local,
+            remote,
+            scheme,
+        ))
     }
 }
 
@@ -54,13 +64,21 @@ pub struct Limited<Io> {
 }
 
 impl<Io: AsyncRead + Unpin> AsyncRead for Limited<Io> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<IoResult<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<IoResult<()>> {
         Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
 impl<Io: AsyncWrite + Unpin> AsyncWrite for Limited<Io> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<IoResult<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<IoResult<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
 

@@ -45,10 +45,15 @@ pub enum Rejection {
     BadHeader(String),
     MissingKey,
     InvalidKey,
-    TooLarge { limit: u64, decompressed: bool },
+    TooLarge {
+        limit: u64,
+        decompressed: bool,
+    },
     UnsupportedMediaType(String),
     Invalid(Vec<Problem>),
-    RateLimited { retry_after_s: u64 },
+    RateLimited {
+        retry_after_s: u64,
+    },
     /// The body did not arrive within `server.request_timeout_ms`.
     Timeout,
     Queue(QueueError),
@@ -136,15 +141,24 @@ impl Rejection {
                 "Missing API key: send it as X-API-Key or Authorization: Bearer",
             )),
             Rejection::InvalidKey => R::Unauthorized(ErrorBody::new("Invalid API key")),
-            Rejection::TooLarge { limit, decompressed } => R::PayloadTooLarge(
+            Rejection::TooLarge {
+                limit,
+                decompressed,
+            } => R::PayloadTooLarge(
                 ErrorBody::new(format!(
                     "Request body exceeds {limit} bytes{} (server.max_body_bytes)",
-                    if decompressed { " after decompression" } else { "" }
+                    if decompressed {
+                        " after decompression"
+                    } else {
+                        ""
+                    }
                 )),
                 l,
                 r,
             ),
-            Rejection::UnsupportedMediaType(why) => R::UnsupportedMediaType(ErrorBody::new(why), l, r),
+            Rejection::UnsupportedMediaType(why) => {
+                R::UnsupportedMediaType(ErrorBody::new(why), l, r)
+            }
             Rejection::Invalid(problems) => {
                 let detail = match problems.first() {
                     Some(p) if problems.len() == 1 => {

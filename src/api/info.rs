@@ -48,7 +48,7 @@ pub enum ReadyResponse {
 #[derive(ApiResponse)]
 pub enum StatsResponse {
     #[oai(status = 200)]
-    Ok(Json<Snapshot>),
+    Ok(Json<Box<Snapshot>>),
     /// No API key, or one that matches no configured key.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>),
@@ -134,7 +134,9 @@ impl InfoApi {
         if let Some(body) = unauthorized(&auth) {
             return StatsResponse::Unauthorized(body);
         }
-        StatsResponse::Ok(Json(self.state.stats.snapshot(self.state.queue.stats())))
+        StatsResponse::Ok(Json(Box::new(
+            self.state.stats.snapshot(self.state.queue.stats()),
+        )))
     }
 
     /// The same figures in Prometheus text format.

@@ -48,7 +48,8 @@ impl IngestApi {
     /// Answers 202 only once the batch is durable on disk.
     #[oai(path = "/logs", method = "post")]
     async fn post_logs(&self, auth: Auth, body: JsonBody<LogBatchSchema>) -> IngestResponse {
-        self.ingest(auth, Kind::Logs, body.read_with(&self.state)).await
+        self.ingest(auth, Kind::Logs, body.read_with(&self.state))
+            .await
     }
 
     /// Accept a batch of metric samples.
@@ -56,7 +57,8 @@ impl IngestApi {
     /// Answers 202 only once the batch is durable on disk.
     #[oai(path = "/metrics", method = "post")]
     async fn post_metrics(&self, auth: Auth, body: JsonBody<MetricBatchSchema>) -> IngestResponse {
-        self.ingest(auth, Kind::Metrics, body.read_with(&self.state)).await
+        self.ingest(auth, Kind::Metrics, body.read_with(&self.state))
+            .await
     }
 }
 
@@ -90,7 +92,10 @@ impl IngestApi {
                     .stats
                     .rate_limited
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let headers = RateHeaders { limit, remaining: 0 };
+                let headers = RateHeaders {
+                    limit,
+                    remaining: 0,
+                };
                 return Rejection::RateLimited { retry_after_s }.into_response(Some(headers));
             }
         };
@@ -122,7 +127,11 @@ impl IngestApi {
             record_bytes: u32::try_from(record.len()).unwrap_or(u32::MAX),
             enqueued_at_ms: 0,
         };
-        let seq = state.queue.append(record, index).await.map_err(Rejection::Queue)?;
+        let seq = state
+            .queue
+            .append(record, index)
+            .await
+            .map_err(Rejection::Queue)?;
         state.stats.received(kind, entries);
         let (logs_received, metrics_received, message) = match kind {
             Kind::Logs => (Some(entries), None, "Log batch accepted for processing"),
@@ -158,7 +167,10 @@ pub fn parse(kind: Kind, bytes: &[u8], limits: model::Limits) -> Result<Batch, R
 
 /// On a type error, parses again with path tracking to name the field; the
 /// happy path pays nothing for it.
-fn classify<'de, T: serde::Deserialize<'de>>(err: serde_json::Error, bytes: &'de [u8]) -> Rejection {
+fn classify<'de, T: serde::Deserialize<'de>>(
+    err: serde_json::Error,
+    bytes: &'de [u8],
+) -> Rejection {
     if !err.is_data() {
         return Rejection::MalformedJson(err.to_string());
     }
@@ -167,7 +179,11 @@ fn classify<'de, T: serde::Deserialize<'de>>(err: serde_json::Error, bytes: &'de
         Err(e) => e.path().to_string(),
         Ok(_) => ".".to_string(),
     };
-    let field = if field == "." { "body".to_string() } else { field };
+    let field = if field == "." {
+        "body".to_string()
+    } else {
+        field
+    };
     let problem = err.to_string();
     let problem = problem
         .split(" at line ")

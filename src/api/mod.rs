@@ -42,8 +42,12 @@ pub struct AppState {
 fn openapi(state: &Arc<AppState>) -> OpenApiService<(ingest::IngestApi, info::InfoApi), ()> {
     OpenApiService::new(
         (
-            ingest::IngestApi { state: state.clone() },
-            info::InfoApi { state: state.clone() },
+            ingest::IngestApi {
+                state: state.clone(),
+            },
+            info::InfoApi {
+                state: state.clone(),
+            },
         ),
         "edge-ingester",
         env!("CARGO_PKG_VERSION"),
@@ -85,7 +89,11 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
 }
 
 /// Logs and counts every request. Never logs headers: they carry keys.
-async fn observe<E: Endpoint>(ep: Arc<E>, req: Request, stats: Arc<Stats>) -> poem::Result<Response> {
+async fn observe<E: Endpoint>(
+    ep: Arc<E>,
+    req: Request,
+    stats: Arc<Stats>,
+) -> poem::Result<Response> {
     let start = Instant::now();
     let method = req.method().clone();
     let route = route_label(req.uri().path());

@@ -38,7 +38,12 @@ impl RateLimiter {
             rate: requests_per_second,
             burst,
             buckets: (0..keys)
-                .map(|_| Mutex::new(Bucket { tokens: burst, last: now }))
+                .map(|_| {
+                    Mutex::new(Bucket {
+                        tokens: burst,
+                        last: now,
+                    })
+                })
                 .collect(),
         }
     }
@@ -71,7 +76,9 @@ impl RateLimiter {
 
     /// Whole tokens a key has now, without taking one.
     pub fn remaining(&self, key: usize, now: Instant) -> u64 {
-        let Some(bucket) = self.buckets.get(key) else { return 0 };
+        let Some(bucket) = self.buckets.get(key) else {
+            return 0;
+        };
         let b = lock(bucket);
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
         (b.tokens + elapsed * self.rate).min(self.burst).floor() as u64

@@ -84,7 +84,10 @@ mod tests {
         let expected = [100.0, 200.0, 400.0, 800.0, 1000.0, 1000.0];
         for want in expected {
             let got = b.next_delay().as_secs_f64() * 1000.0;
-            assert!(got >= want * 0.5 - 1.0 && got <= want * 1.5 + 1.0, "{got} vs {want}");
+            assert!(
+                got >= want * 0.5 - 1.0 && got <= want * 1.5 + 1.0,
+                "{got} vs {want}"
+            );
         }
     }
 

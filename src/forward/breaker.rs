@@ -149,7 +149,10 @@ mod tests {
         let t0 = Instant::now();
         let mut b = tripped(t0);
         assert_eq!(b.circuit(), Circuit::Open);
-        assert_eq!(b.permit(t0 + Duration::from_secs(3)), Permit::WaitUntil(t0 + OPEN));
+        assert_eq!(
+            b.permit(t0 + Duration::from_secs(3)),
+            Permit::WaitUntil(t0 + OPEN)
+        );
     }
 
     #[test]
@@ -200,6 +203,9 @@ mod tests {
         let t0 = Instant::now();
         let mut b = tripped(t0);
         b.on_failure(t0 + Duration::from_secs(5));
-        assert_eq!(b.permit(t0 + Duration::from_secs(5)), Permit::WaitUntil(t0 + OPEN));
+        assert_eq!(
+            b.permit(t0 + Duration::from_secs(5)),
+            Permit::WaitUntil(t0 + OPEN)
+        );
     }
 }

@@ -50,7 +50,12 @@ enum Step {
 }
 
 impl Forwarder {
-    pub fn new(cfg: &ForwarderConfig, queue: Queue, sink: Arc<dyn Sink>, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        cfg: &ForwarderConfig,
+        queue: Queue,
+        sink: Arc<dyn Sink>,
+        stats: Arc<Stats>,
+    ) -> Self {
         Forwarder {
             queue,
             sink,

@@ -94,7 +94,9 @@ impl QueueError {
 }
 
 /// Counters describing what is on disk (SPEC §5 `queue`).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, poem_openapi::Object)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, poem_openapi::Object,
+)]
 pub struct QueueStats {
     pub depth_batches: u64,
     pub depth_entries: u64,
@@ -223,7 +225,9 @@ impl Queue {
             .open()
             .map_err(|e| open_err(&path, describe_open_error(&e)))?;
         let tree = db.open_tree(TREE_QUEUE).map_err(|e| open_err(&path, e))?;
-        let dead = db.open_tree(TREE_DEAD_LETTER).map_err(|e| open_err(&path, e))?;
+        let dead = db
+            .open_tree(TREE_DEAD_LETTER)
+            .map_err(|e| open_err(&path, e))?;
 
         let mut live = Live::default();
         for item in tree.scan_prefix([PREFIX_INDEX]) {
@@ -424,11 +428,13 @@ impl Queue {
     }
 
     pub fn stats(&self) -> QueueStats {
-        let disk_bytes = self.shared.db.size_on_disk().unwrap_or(0);
+        let disk_bytes = dir_allocated_bytes(&self.shared.path);
         let live = self.live();
-        let oldest_age_seconds = live.index.values().next().map(|e| {
-            now_ms().saturating_sub(e.enqueued_at_ms) as f64 / 1000.0
-        });
+        let oldest_age_seconds = live
+            .index
+            .values()
+            .next()
+            .map(|e| now_ms().saturating_sub(e.enqueued_at_ms) as f64 / 1000.0);
         QueueStats {
             depth_batches: live.index.len() as u64,
             depth_entries: live.entries,
@@ -479,6 +485,24 @@ impl Queue {
     }
 }
 
+/// Bytes the directory really occupies (allocated blocks, so sparse files
+/// count for what they hold). NOTE: sled's own `size_on_disk()` reported a
+/// few hundred bytes for a directory holding megabytes, so it is not used.
+fn dir_allocated_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_allocated_bytes(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// A dead letter is `reason length u32 LE | reason | record`.
 fn dead_letter_value(reason: &str, record: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(4 + reason.len() + record.len());
@@ -494,7 +518,11 @@ fn dead_letter_record(v: &[u8]) -> Option<&[u8]> {
 }
 
 fn dead_letter_reason(v: &[u8]) -> String {
-    let Some(len) = v.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) else {
+    let Some(len) = v
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+    else {
         return "unreadable dead letter".into();
     };
     v.get(4..4 + len as usize)
@@ -505,7 +533,10 @@ fn dead_letter_reason(v: &[u8]) -> String {
 /// sled reports a held lock as an opaque I/O error; say what it means.
 fn describe_open_error(e: &sled::Error) -> String {
     let text = e.to_string();
-    if text.contains("lock") || text.contains("WouldBlock") || text.contains("temporarily unavailable") {
+    if text.contains("lock")
+        || text.contains("WouldBlock")
+        || text.contains("temporarily unavailable")
+    {
         format!("{text} — another edge-ingester process is using this queue; stop it first")
     } else {
         format!("{text} — run `edge-ingester queue inspect` or move the directory aside")

@@ -50,8 +50,8 @@ fn bincode_config() -> bincode::config::Configuration {
 
 /// Encodes a batch for the queue. Infallible for any `Batch` in memory.
 pub fn encode(batch: &Batch) -> Vec<u8> {
-    let raw = bincode::encode_to_vec(batch, bincode_config())
-        .expect("encoding into a Vec cannot fail");
+    let raw =
+        bincode::encode_to_vec(batch, bincode_config()).expect("encoding into a Vec cannot fail");
     let (flags, payload) = match zstd::bulk::compress(&raw, ZSTD_LEVEL) {
         Ok(c) if c.len() < raw.len() => (FLAG_ZSTD, c),
         _ => (0, raw),
@@ -104,7 +104,9 @@ fn decompress_bounded(payload: &[u8]) -> Result<Vec<u8>, RecordError> {
         .read_to_end(&mut out)
         .map_err(RecordError::Decompress)?;
     if out.len() > MAX_DECODED_BYTES {
-        return Err(RecordError::Decode("payload inflates beyond 256 MiB".into()));
+        return Err(RecordError::Decode(
+            "payload inflates beyond 256 MiB".into(),
+        ));
     }
     Ok(out)
 }
@@ -201,7 +203,10 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(decode(&bytes[..n]).is_err());
         }
-        assert!(matches!(decode(b"XX\x01\x00\0\0\0\0"), Err(RecordError::BadMagic)));
+        assert!(matches!(
+            decode(b"XX\x01\x00\0\0\0\0"),
+            Err(RecordError::BadMagic)
+        ));
     }
 
     #[test]

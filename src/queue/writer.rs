@@ -143,8 +143,13 @@ fn plan(shared: &Shared, group: Vec<Request>) -> Plan {
             }
         }
         if bytes + len > max {
-            p.rejected
-                .push((req, QueueError::Full { bytes, max_bytes: max }));
+            p.rejected.push((
+                req,
+                QueueError::Full {
+                    bytes,
+                    max_bytes: max,
+                },
+            ));
             continue;
         }
         bytes += len;
@@ -187,7 +192,7 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
     let result = shared
         .tree
         .apply_batch(batch)
-        .and_then(|_| shared.db.flush().map_err(Into::into))
+        .and_then(|_| shared.db.flush())
         .map_err(|e| e.to_string())
         .and_then(|_| syncer.sync().map_err(|e| e.to_string()));
 
@@ -213,7 +218,10 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
                 }
             }
             if !evicted.is_empty() {
-                tracing::warn!(batches = evicted.len(), "queue full: dropped oldest batches");
+                tracing::warn!(
+                    batches = evicted.len(),
+                    "queue full: dropped oldest batches"
+                );
             }
             shared.appended.notify_waiters();
             for (seq, req) in accepted {

@@ -119,7 +119,10 @@ pub async fn wait_for_stats(
         if cond(&s) {
             return s;
         }
-        assert!(Instant::now() < deadline, "condition not reached; last stats: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached; last stats: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

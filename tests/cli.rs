@@ -1,0 +1,268 @@
+//! The command line as an operator uses it (SPEC §2).
+
+mod common;
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_edge-ingester"));
+    for var in [
+        "EDGE_INGESTER_CONFIG",
+        "EDGE_INGESTER_LISTEN",
+        "EDGE_INGESTER_DATA_DIR",
+        "EDGE_INGESTER_SINK",
+        "KAFKA_BROKERS",
+        "INGESTION_API_KEY",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+fn text(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+fn check_config(contents: &str) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, contents).unwrap();
+    bin()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn check_config_prints_the_effective_config_with_keys_redacted() {
+    let out = check_config("[auth]\nkeys = [\"super-secret-key\"]\n[queue]\nmax_bytes = 5000\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("max_bytes = 5000"), "{stdout}");
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+    assert!(!stdout.contains("super-secret-key"), "{stdout}");
+}
+
+#[test]
+fn check_config_exits_2_naming_an_unknown_key_or_a_bad_value() {
+    let out = check_config("[queue]\nmax_byts = 1\n");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("max_byts") && err.contains("line 2"), "{err}");
+
+    let out = check_config("[queue]\nwhen_full = \"explode\"\n");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("when_full") || err.contains("explode"),
+        "{err}"
+    );
+
+    let out = check_config("[rate_limit]\nburst = 0\n");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("rate_limit.burst"));
+
+    let out = bin()
+        .args(["check-config", "--config", "/nonexistent/x.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn serve_with_a_bad_config_exits_2_and_usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = \"not-an-address\"\n").unwrap();
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("server.listen"));
+    let out = bin().arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn flag_beats_environment_beats_file_for_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.queue.path = dir.path().join("from-file");
+    let path = write_config(dir.path(), "p.toml", &cfg);
+    let run_once = |env: Option<&str>, flag: Option<&str>| {
+        let mut cmd = bin();
+        cmd.args(["serve", "--config"]).arg(&path);
+        if let Some(e) = env {
+            cmd.env("EDGE_INGESTER_DATA_DIR", dir.path().join(e));
+        }
+        if let Some(f) = flag {
+            cmd.arg("--data-dir").arg(dir.path().join(f));
+        }
+        cmd.stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        // The queue directory is created before the server listens.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let expect = dir
+            .path()
+            .join(flag.or(env).unwrap_or("from-file"))
+            .join("db");
+        while !expect.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never appeared",
+                expect.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+    run_once(None, None);
+    run_once(Some("from-env"), None);
+    run_once(Some("from-env-2"), Some("from-flag"));
+    assert!(
+        !dir.path().join("from-env-2").exists(),
+        "env must lose to the flag"
+    );
+}
+
+fn inspect_json(queue_dir: &std::path::Path) -> serde_json::Value {
+    let out = bin()
+        .args(["queue", "inspect", "--json", "--data-dir"])
+        .arg(queue_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_inspect_sees_every_acknowledged_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(dir.path());
+    let path = write_config(dir.path(), "s.toml", &cfg);
+    let mut server = Binary::start(&path);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let acked = Arc::new(Mutex::new(0u64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|k| {
+            let (base, acked, stop) = (server.base.clone(), acked.clone(), stop.clone());
+            rt.spawn(async move {
+                let c = reqwest::Client::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let ids: Vec<String> = (0..10).map(|i| format!("k{k}-b{n}-e{i}")).collect();
+                    n += 1;
+                    match c
+                        .post(format!("{base}/logs"))
+                        .header("content-type", "application/json")
+                        .header("x-api-key", KEY)
+                        .json(&log_batch(&ids))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 202 => *acked.lock().unwrap() += 10,
+                        Ok(r) if r.status() == 503 => break, // shutting down
+                        Ok(r) => panic!("unexpected {}", r.status()),
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+
+    // While it runs, the queue is locked: inspect says so and exits 1.
+    let out = bin()
+        .args(["queue", "inspect", "--data-dir"])
+        .arg(&cfg.queue.path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("another edge-ingester process"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let status = server.sigterm();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        rt.block_on(c).unwrap();
+    }
+    assert_eq!(status.code(), Some(0));
+    let acked = *acked.lock().unwrap();
+    assert!(acked > 0);
+
+    let q = inspect_json(&cfg.queue.path);
+    assert_eq!(q["depth_entries"].as_u64().unwrap(), acked, "{q}");
+    assert!(q["oldest_age_seconds"].as_f64().is_some());
+    // The data dir that holds queue/ works too, and the text form reads well.
+    let out = bin()
+        .args(["queue", "inspect", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stdout).contains(&format!("{} entries", acked)),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = bin()
+        .args(["queue", "dead-letter", "list", "--data-dir"])
+        .arg(&cfg.queue.path)
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout).lines().next(), Some("0 dead letters"));
+}
+
+#[test]
+fn inspect_of_a_missing_queue_fails_without_creating_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["queue", "inspect", "--data-dir"])
+        .arg(dir.path().join("nothing"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no queue found"));
+    assert!(!dir.path().join("nothing").exists());
+}
+
+#[test]
+fn stats_command_prints_a_running_servers_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "st.toml", &test_config(dir.path()));
+    let server = Binary::start(&path);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(post_json(
+        &client(),
+        &format!("{}/logs", server.base),
+        &log_batch(&["x".into()]),
+    ));
+    assert_eq!(status.status(), 202);
+    let out = bin()
+        .args(["stats", "--url", &server.base, "--api-key", KEY])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("MockKafkaProducer"), "{stdout}");
+    assert!(stdout.contains("1 batches, 1 entries"), "{stdout}");
+    let out = bin()
+        .args(["stats", "--url", &server.base, "--api-key", "wrong"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("401"));
+}
