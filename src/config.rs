@@ -154,6 +154,9 @@ pub struct QueueConfig {
     pub when_full: WhenFull,
     /// `/ready` answers 503 above this fraction of `max_bytes`.
     pub high_water_ratio: f64,
+    /// This edge's id in every `batch_id` and Kafka `ingest-id`. Empty: the
+    /// id generated once and kept in the queue directory.
+    pub node_id: String,
 }
 
 impl Default for QueueConfig {
@@ -164,6 +167,7 @@ impl Default for QueueConfig {
             max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             when_full: WhenFull::Reject,
             high_water_ratio: DEFAULT_HIGH_WATER_RATIO,
+            node_id: String::new(),
         }
     }
 }
@@ -227,6 +231,34 @@ pub struct KafkaConfig {
     pub compression: String,
     /// Passed to librdkafka as they are.
     pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// Refuses producer settings that would break "nothing acknowledged is
+    /// lost" or per-key order; the message names the property.
+    pub fn check_promise(&self) -> Result<(), String> {
+        let get = |k: &str| self.properties.get(k).map(|v| v.trim().to_ascii_lowercase());
+        for key in ["acks", "request.required.acks"] {
+            if let Some(v) = get(key) {
+                if v != "all" && v != "-1" {
+                    return Err(format!(
+                        "`{key} = {v}` can lose acknowledged entries when a broker fails; use all"
+                    ));
+                }
+            }
+        }
+        if let Some(v) = get("enable.idempotence") {
+            if v != "true" {
+                return Err(format!(
+                    "`enable.idempotence = {v}` lets retries duplicate and reorder entries; keep it true"
+                ));
+            }
+        }
+        if let Some(v) = get("transactional.id") {
+            return Err(format!("`transactional.id = {v}` is not supported"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for KafkaConfig {
@@ -368,6 +400,9 @@ impl Config {
         if q.max_bytes == 0 {
             return Err(bad("queue.max_bytes", "must be at least 1"));
         }
+        if q.node_id.contains(':') || q.node_id.len() > 64 {
+            return Err(bad("queue.node_id", "must be at most 64 characters without ':'"));
+        }
         if !(q.high_water_ratio > 0.0 && q.high_water_ratio <= 1.0) {
             return Err(bad("queue.high_water_ratio", "must be in (0, 1]"));
         }
@@ -393,11 +428,11 @@ impl Config {
         if f.breaker_open_ms == 0 {
             return Err(bad("forwarder.breaker_open_ms", "must be at least 1"));
         }
-        if f.sink == SinkKind::Kafka {
-            return Err(bad(
-                "forwarder.sink",
-                "`kafka` is not available in this build yet; use `mock`",
-            ));
+        self.kafka
+            .check_promise()
+            .map_err(|problem| bad("kafka.properties", problem))?;
+        if f.sink == SinkKind::Kafka && self.kafka.brokers.trim().is_empty() {
+            return Err(bad("kafka.brokers", "must name at least one broker"));
         }
         if self.log.level.parse::<tracing::Level>().is_err() {
             return Err(bad(
@@ -455,6 +490,17 @@ mod tests {
         let cfg = Config::from_toml("[queue]\nhigh_water_ratio = 1.5\n", "t").unwrap();
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("queue.high_water_ratio"), "{err}");
+    }
+
+    #[test]
+    fn producer_settings_that_break_the_promise_are_refused() {
+        for (k, v) in [("acks", "0"), ("acks", "1"), ("enable.idempotence", "false")] {
+            let text = format!("[kafka.properties]\n\"{k}\" = \"{v}\"\n");
+            let err = Config::from_toml(&text, "t").unwrap().validate().unwrap_err();
+            assert!(err.to_string().contains(k), "{err}");
+        }
+        let ok = "[kafka.properties]\n\"linger.ms\" = \"20\"\nacks = \"all\"\n";
+        Config::from_toml(ok, "t").unwrap().validate().unwrap();
     }
 
     #[test]

@@ -42,6 +42,7 @@ use crate::api::{AppState, KeyRing, RateLimiter};
 use crate::config::{Config, SinkKind};
 use crate::forward::Forwarder;
 use crate::queue::{Queue, QueueError};
+use crate::sink::kafka::KafkaSink;
 use crate::sink::mock::MockSink;
 use crate::sink::Sink;
 use crate::stats::Stats;
@@ -60,7 +61,7 @@ pub enum RunError {
     Http(#[from] std::io::Error),
 }
 
-fn build_sink(config: &Config) -> Result<Arc<dyn Sink>, RunError> {
+fn build_sink(config: &Config, node_id: &str) -> Result<Arc<dyn Sink>, RunError> {
     match config.forwarder.sink {
         SinkKind::Mock => MockSink::new(&config.mock)
             .map(|s| Arc::new(s) as Arc<dyn Sink>)
@@ -68,10 +69,14 @@ fn build_sink(config: &Config) -> Result<Arc<dyn Sink>, RunError> {
                 sink: "mock",
                 reason: format!("capture_path: {e}"),
             }),
-        SinkKind::Kafka => Err(RunError::Sink {
-            sink: "kafka",
-            reason: "not available in this build".into(),
-        }),
+        // Brokers need not be reachable now: the queue holds the batches and
+        // the forwarder retries until they are.
+        SinkKind::Kafka => KafkaSink::new(&config.kafka, node_id)
+            .map(|s| Arc::new(s) as Arc<dyn Sink>)
+            .map_err(|reason| RunError::Sink {
+                sink: "kafka",
+                reason,
+            }),
     }
 }
 
@@ -84,7 +89,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let queue = Queue::open(&config.queue)?;
-    let sink = build_sink(&config)?;
+    let sink = build_sink(&config, queue.node_id())?;
     let stats = Arc::new(Stats::new(sink.producer_type()));
 
     let mut keys: Vec<String> = config.auth.keys.clone();

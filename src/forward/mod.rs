@@ -1,38 +1,56 @@
-//! The forwarder: drains the queue, head first, into the sink.
+//! The forwarder: drains the queue, in order, into the sink.
 //!
 //! ```text
-//!        ┌──────────────────────────────────────────────────────────┐
-//!        ▼                                                          │
-//!   ask breaker ──WaitUntil(t)──► sleep until t (or shutdown) ──────┤
-//!        │ Send                                                     │
-//!        ▼                                                          │
-//!   head of queue? ──empty──► wait for an append (or shutdown) ─────┤
-//!        │ batch                                                    │
-//!        ▼                                                          │
-//!   sink.send(batch) ──ok──► ack (remove from queue), reset backoff,│
-//!        │                   close breaker ─────────────────────────┤
-//!        ├──permanent error──► move batch to dead letters ──────────┤
-//!        └──retriable error──► breaker.on_failure, sleep backoff ───┘
+//!             ┌─────────────────────────────────────────────────────────┐
+//!             ▼                                                         │
+//!   breaker permits? ──yes──► submit next batches, in queue order, until│
+//!             │               the window is full (a half-open circuit   │
+//!             │               submits one probe)                        │
+//!             ▼                                                         │
+//!   window empty? ──yes──► wait for an append / the breaker / shutdown ─┤
+//!             │ no                                                      │
+//!             ▼                                                         │
+//!   await the OLDEST delivery, at most stall_after or the backoff delay │
+//!     ├─ ok ─────────────► ack (remove from queue), close breaker ──────┤
+//!     ├─ permanent error ─► move that batch to the dead letters ────────┤
+//!     ├─ retriable error ─► failure: drop the window (its batches stay  │
+//!     │                    queued), back off, resubmit from the head ───┤
+//!     └─ no answer yet ───► failure (an outage): count it, keep waiting;│
+//!                          the sink retries in order by itself ─────────┘
 //! ```
 //!
-//! A batch leaves the queue only after the sink confirmed every entry of it;
-//! a failed batch stays at the head and is retried — with the same
-//! `ingest-id`s — until it is delivered, however long the outage lasts.
+//! Batches are acknowledged strictly in queue order, and only after the sink
+//! confirmed every entry; a batch that failed stays at the head and is
+//! submitted again with the same `ingest-id`s, however long the outage.
 
 pub mod backoff;
 pub mod breaker;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use self::backoff::Backoff;
-use self::breaker::{Breaker, Permit};
+use self::breaker::{Breaker, Circuit, Permit};
 use crate::config::ForwarderConfig;
+use crate::model::Kind;
 use crate::queue::{lock, Queue};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Delivery, Sink, SinkError};
 use crate::stats::Stats;
+
+/// How long shutdown waits for deliveries already submitted; what does not
+/// finish stays queued and is sent again after the restart.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A batch handed to the sink and not yet confirmed.
+struct InFlight {
+    seq: u64,
+    kind: Kind,
+    entries: u64,
+    delivery: Delivery,
+}
 
 pub struct Forwarder {
     queue: Queue,
@@ -40,22 +58,22 @@ pub struct Forwarder {
     stats: Arc<Stats>,
     breaker: Breaker,
     backoff: Backoff,
+    window: VecDeque<InFlight>,
+    /// The last submitted sequence; `None` restarts from the queue head.
+    cursor: Option<u64>,
+    /// After a retriable error: no submission before this instant.
+    resume_at: Option<Instant>,
 }
 
-/// What one step of the loop decided.
-enum Step {
-    Continue,
-    WaitUntil(Instant),
-    Idle,
+/// What the head of the window did while we waited.
+enum HeadOutcome {
+    Done(Result<(), SinkError>),
+    Stalled,
+    Shutdown,
 }
 
 impl Forwarder {
-    pub fn new(
-        cfg: &ForwarderConfig,
-        queue: Queue,
-        sink: Arc<dyn Sink>,
-        stats: Arc<Stats>,
-    ) -> Self {
+    pub fn new(cfg: &ForwarderConfig, queue: Queue, sink: Arc<dyn Sink>, stats: Arc<Stats>) -> Self {
         Forwarder {
             queue,
             sink,
@@ -65,70 +83,164 @@ impl Forwarder {
                 Duration::from_millis(cfg.breaker_open_ms),
             ),
             backoff: Backoff::new(cfg),
+            window: VecDeque::new(),
+            cursor: None,
+            resume_at: None,
         }
     }
 
-    /// Runs until `shutdown` turns true. A send in progress is allowed to
-    /// finish (the mock sink is bounded by its latency); what is left stays
-    /// queued for the next start.
+    /// Runs until `shutdown` turns true, then gives submitted deliveries a
+    /// bounded time to finish and leaves everything else queued.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let queue = self.queue.clone();
+        let mut stall_wait = self.sink.stall_after();
         while !*shutdown.borrow() {
             let appended = queue.appended().notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            match self.step().await {
-                Step::Continue => {}
-                Step::WaitUntil(t) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(t.into()) => {}
-                        _ = shutdown.changed() => {}
-                    }
+
+            let wait_until = self.fill().await;
+            if self.window.is_empty() {
+                tokio::select! {
+                    _ = appended, if wait_until.is_none() => {}
+                    _ = sleep_until(wait_until) => {}
+                    _ = shutdown.changed() => {}
                 }
-                Step::Idle => {
-                    tokio::select! {
-                        _ = appended => {}
-                        _ = shutdown.changed() => {}
-                    }
+                continue;
+            }
+            match self.await_head(stall_wait, &mut shutdown).await {
+                HeadOutcome::Done(result) => {
+                    let head = self.window.pop_front().expect("window has a head");
+                    self.finish(head, result);
+                    stall_wait = self.sink.stall_after();
                 }
+                HeadOutcome::Stalled => {
+                    let msg = format!(
+                        "no delivery confirmation for {:.0} s{}",
+                        stall_wait.as_secs_f64(),
+                        self.sink
+                            .health()
+                            .map_or(String::new(), |h| format!(" (sink reports: {h})"))
+                    );
+                    let delay = self.on_failure(SinkError::Retriable(msg));
+                    stall_wait = delay.max(self.sink.stall_after());
+                }
+                HeadOutcome::Shutdown => break,
             }
         }
+        self.drain_on_shutdown().await;
         tracing::info!("forwarder stopped");
     }
 
-    async fn step(&mut self) -> Step {
-        if let Permit::WaitUntil(t) = self.breaker.permit(Instant::now()) {
-            self.publish(Some(t));
-            return Step::WaitUntil(t);
+    /// Submits batches while the breaker and the window allow; returns when
+    /// to look again if nothing may be submitted now.
+    async fn fill(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        if let Some(t) = self.resume_at {
+            if now < t {
+                return Some(t);
+            }
+            self.resume_at = None;
         }
-        self.publish(None);
-        let Some((seq, _)) = self.queue.next_after(None) else {
-            return Step::Idle;
+        let probe_only = match self.breaker.permit(now) {
+            Permit::WaitUntil(t) => {
+                self.publish_wait(Some(t));
+                return Some(t);
+            }
+            Permit::Send => self.breaker.circuit() == Circuit::HalfOpen,
         };
-        let stored = match self.queue.read(seq) {
-            Ok(Some(s)) => s,
-            // Gone meanwhile (evicted) or moved to the dead letters.
-            Ok(None) | Err(_) => return Step::Continue,
-        };
-        let n = stored.batch.len() as u64;
-        let kind = stored.batch.kind();
-        match self.sink.send(&stored, self.queue.node_id()).await {
-            Ok(()) => {
-                if let Err(e) = self.queue.ack(seq) {
-                    // Delivered but not removed: it will be sent again with
-                    // the same ingest-ids. Count it as a failure so it shows.
-                    tracing::error!(seq, error = %e, "cannot remove delivered batch");
+        let mut entries: usize = self.window.iter().map(|f| f.entries as usize).sum();
+        while self.window.len() < self.sink.max_in_flight()
+            && entries < self.sink.max_in_flight_entries()
+            && !(probe_only && !self.window.is_empty())
+        {
+            let Some((seq, _)) = self.queue.next_after(self.cursor) else {
+                break;
+            };
+            self.cursor = Some(seq);
+            let stored = match self.queue.read(seq) {
+                Ok(Some(s)) => s,
+                // Gone meanwhile (evicted), or undecodable and dead-lettered.
+                Ok(None) | Err(_) => continue,
+            };
+            let (kind, n) = (stored.batch.kind(), stored.batch.len() as u64);
+            match self.sink.submit(&stored, self.queue.node_id()).await {
+                Ok(delivery) => {
+                    entries += n as usize;
+                    self.window.push_back(InFlight {
+                        seq,
+                        kind,
+                        entries: n,
+                        delivery,
+                    });
                 }
-                self.stats.sent(kind, n);
+                Err(err) => {
+                    let failed: Delivery = Box::pin(async move { Err(err) });
+                    self.window.push_back(InFlight {
+                        seq,
+                        kind,
+                        entries: n,
+                        delivery: failed,
+                    });
+                    break;
+                }
+            }
+        }
+        None
+    }
+
+    async fn await_head(&mut self, wait: Duration, shutdown: &mut watch::Receiver<bool>) -> HeadOutcome {
+        let head = self.window.front_mut().expect("window has a head");
+        tokio::select! {
+            r = &mut head.delivery => HeadOutcome::Done(r),
+            _ = tokio::time::sleep(wait) => HeadOutcome::Stalled,
+            _ = shutdown.changed() => HeadOutcome::Shutdown,
+        }
+    }
+
+    fn finish(&mut self, head: InFlight, result: Result<(), SinkError>) {
+        match result {
+            Ok(()) => {
+                if let Err(e) = self.queue.ack(head.seq) {
+                    // Delivered but not removed: sent again after a restart,
+                    // with the same ingest-ids.
+                    tracing::error!(seq = head.seq, error = %e, "cannot remove delivered batch");
+                }
+                self.stats.sent(head.kind, head.entries);
                 self.on_success();
-                Step::Continue
             }
             Err(SinkError::Permanent(reason)) => {
-                self.queue.dead_letter(seq, &reason);
+                self.queue.dead_letter(head.seq, &reason);
                 self.on_success();
-                Step::Continue
             }
-            Err(err) => Step::WaitUntil(self.on_failure(err)),
+            Err(err) => {
+                // Later batches may still be confirmed, but they would be
+                // acknowledged out of order: drop their outcomes and submit
+                // everything again from the head (duplicates share ingest-ids).
+                self.window.clear();
+                self.cursor = None;
+                let delay = self.on_failure(err);
+                self.resume_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    async fn drain_on_shutdown(&mut self) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while let Some(mut head) = self.window.pop_front() {
+            match tokio::time::timeout_at(deadline, &mut head.delivery).await {
+                Ok(Ok(())) => {
+                    let _ = self.queue.ack(head.seq);
+                    self.stats.sent(head.kind, head.entries);
+                }
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        if !self.window.is_empty() {
+            tracing::info!(
+                batches = self.window.len(),
+                "shutdown: unconfirmed batches stay queued for the next start"
+            );
         }
     }
 
@@ -140,21 +252,22 @@ impl Forwarder {
         s.consecutive_failures = 0;
         s.circuit = self.breaker.circuit();
         s.next_attempt_at = None;
+        s.last_error = None;
         s.last_success_at = Some(crate::model::now_rfc3339());
         if was_failing {
             tracing::info!("sink recovered; forwarding again");
         }
     }
 
-    /// Records a failed send; returns when to try again.
-    fn on_failure(&mut self, err: SinkError) -> Instant {
+    /// Records a failure; returns the backoff delay before the next attempt.
+    fn on_failure(&mut self, err: SinkError) -> Duration {
         let now = Instant::now();
         let before = self.breaker.circuit();
         self.breaker.on_failure(now);
         self.stats
             .forward_errors
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let retry_at = now + self.backoff.next_delay();
+        let delay = self.backoff.next_delay();
         let text = err.to_string();
         let mut s = lock(&self.stats.forwarder);
         // Log once per change of cause or circuit state, not per attempt.
@@ -163,21 +276,26 @@ impl Forwarder {
                 error = %text,
                 circuit = self.breaker.circuit().as_str(),
                 failures = self.breaker.consecutive_failures(),
-                "sink send failed; batch stays queued"
+                "sink not confirming; batches stay queued"
             );
         }
         s.last_error = Some(text);
         s.consecutive_failures = self.breaker.consecutive_failures();
         s.circuit = self.breaker.circuit();
-        s.next_attempt_at = Some(retry_at);
-        retry_at
+        s.next_attempt_at = Some(now + delay);
+        delay
     }
 
-    fn publish(&self, waiting_until: Option<Instant>) {
+    fn publish_wait(&self, until: Option<Instant>) {
         let mut s = lock(&self.stats.forwarder);
         s.circuit = self.breaker.circuit();
-        if waiting_until.is_some() {
-            s.next_attempt_at = waiting_until;
-        }
+        s.next_attempt_at = until;
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
     }
 }

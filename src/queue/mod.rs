@@ -247,6 +247,7 @@ impl Queue {
         live.dead_letters = dead.len() as u64;
 
         let node_id = match tree.get(META_NODE_ID).map_err(|e| open_err(&path, e))? {
+            _ if !cfg.node_id.is_empty() => cfg.node_id.clone(),
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
             None => {
                 let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{message, Sink, SinkError, SinkFuture};
+use super::{message, Delivery, Sink, SinkError, SubmitFuture};
 use crate::config::{MockConfig, MockFail};
 use crate::queue::Stored;
 
@@ -49,25 +49,33 @@ impl Sink for MockSink {
         "MockKafkaProducer"
     }
 
-    fn send<'a>(&'a self, stored: &'a Stored, node_id: &'a str) -> SinkFuture<'a> {
-        Box::pin(async move {
-            if !self.latency.is_zero() {
-                tokio::time::sleep(self.latency).await;
-            }
-            if self.fail == MockFail::Always {
-                return Err(SinkError::Retriable(
-                    "mock producer is configured to fail (mock.fail = \"always\")".into(),
-                ));
-            }
-            let Some(capture) = &self.capture else {
-                return Ok(());
-            };
+    /// A configured latency is not an outage.
+    fn stall_after(&self) -> Duration {
+        self.latency + Duration::from_secs(2)
+    }
+
+    fn submit<'a>(&'a self, stored: &'a Stored, node_id: &'a str) -> SubmitFuture<'a> {
+        let lines = self.capture.as_ref().map(|_| {
             let mut lines = Vec::new();
             for m in message::messages(&stored.batch, node_id, stored.seq) {
                 lines.extend_from_slice(&m.value);
                 lines.push(b'\n');
             }
-            let capture = capture.clone();
+            lines
+        });
+        let (latency, fail, capture) = (self.latency, self.fail, self.capture.clone());
+        let delivery: Delivery = Box::pin(async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            if fail == MockFail::Always {
+                return Err(SinkError::Retriable(
+                    "mock producer is configured to fail (mock.fail = \"always\")".into(),
+                ));
+            }
+            let (Some(capture), Some(lines)) = (capture, lines) else {
+                return Ok(());
+            };
             tokio::task::spawn_blocking(move || {
                 let mut f = crate::queue::lock(&capture);
                 f.write_all(&lines)?;
@@ -76,6 +84,7 @@ impl Sink for MockSink {
             .await
             .map_err(|e| SinkError::Retriable(format!("capture writer failed: {e}")))?
             .map_err(|e| SinkError::Retriable(format!("cannot write capture file: {e}")))
-        })
+        });
+        Box::pin(async move { Ok(delivery) })
     }
 }

@@ -1,23 +1,28 @@
 //! Where batches go: the `Sink` trait and its implementations.
 //!
-//! A sink confirms a batch only when every entry of it was delivered; the
-//! forwarder removes the batch from the queue only after that. `message.rs`
-//! renders the Kafka message of an entry (SPEC §4) for every sink, so the
-//! mock producer's capture holds exactly what Kafka would get.
+//! Sending is two-phase so batches can be pipelined without losing order:
+//! `submit` hands every entry of a batch to the sink — the forwarder calls
+//! it for one batch at a time, in queue order, so that is the order the sink
+//! sees — and returns a `Delivery` that resolves once every entry is
+//! confirmed. The forwarder removes a batch from the queue only then.
+//! `message.rs` renders the Kafka message of an entry (SPEC §4) for every
+//! sink, so the mock producer's capture holds exactly what Kafka would get.
 
+pub mod kafka;
 pub mod message;
 pub mod mock;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use crate::queue::Stored;
 
 /// Why a sink did not confirm a batch.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
-    /// Transport errors, timeouts, an unreachable or failing broker: retrying
-    /// the same batch later can succeed; feeds the backoff and the breaker.
+    /// Transport errors, an unreachable or failing broker, an unknown topic:
+    /// retrying the same batch later can succeed; feeds backoff and breaker.
     #[error("{0}")]
     Retriable(String),
     /// The sink will never accept this batch (e.g. a record too large):
@@ -32,12 +37,38 @@ impl SinkError {
     }
 }
 
-pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
+/// Resolves when every entry of a submitted batch is confirmed.
+pub type Delivery = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'static>>;
+
+pub type SubmitFuture<'a> = Pin<Box<dyn Future<Output = Result<Delivery, SinkError>> + Send + 'a>>;
 
 pub trait Sink: Send + Sync {
     /// `producer_type` in `/stats`.
     fn producer_type(&self) -> &'static str;
 
-    /// Delivers every entry of the batch, or fails as a whole.
-    fn send<'a>(&'a self, batch: &'a Stored, node_id: &'a str) -> SinkFuture<'a>;
+    /// Batches that may await confirmation at once.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
+
+    /// Entries that may await confirmation at once (bounds memory).
+    fn max_in_flight_entries(&self) -> usize {
+        usize::MAX
+    }
+
+    /// How long the oldest submitted batch may wait for its confirmation
+    /// before the forwarder counts it as a failure (an outage), without
+    /// cancelling it.
+    fn stall_after(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    /// Hands the batch to the sink; see the module doc.
+    fn submit<'a>(&'a self, batch: &'a Stored, node_id: &'a str) -> SubmitFuture<'a>;
+
+    /// The sink's own account of what is wrong (e.g. every broker down),
+    /// shown in `last_error` while deliveries stall.
+    fn health(&self) -> Option<String> {
+        None
+    }
 }
