@@ -237,7 +237,11 @@ impl KafkaConfig {
     /// Refuses producer settings that would break "nothing acknowledged is
     /// lost" or per-key order; the message names the property.
     pub fn check_promise(&self) -> Result<(), String> {
-        let get = |k: &str| self.properties.get(k).map(|v| v.trim().to_ascii_lowercase());
+        let get = |k: &str| {
+            self.properties
+                .get(k)
+                .map(|v| v.trim().to_ascii_lowercase())
+        };
         for key in ["acks", "request.required.acks"] {
             if let Some(v) = get(key) {
                 if v != "all" && v != "-1" {
@@ -401,7 +405,10 @@ impl Config {
             return Err(bad("queue.max_bytes", "must be at least 1"));
         }
         if q.node_id.contains(':') || q.node_id.len() > 64 {
-            return Err(bad("queue.node_id", "must be at most 64 characters without ':'"));
+            return Err(bad(
+                "queue.node_id",
+                "must be at most 64 characters without ':'",
+            ));
         }
         if !(q.high_water_ratio > 0.0 && q.high_water_ratio <= 1.0) {
             return Err(bad("queue.high_water_ratio", "must be in (0, 1]"));
@@ -494,9 +501,16 @@ mod tests {
 
     #[test]
     fn producer_settings_that_break_the_promise_are_refused() {
-        for (k, v) in [("acks", "0"), ("acks", "1"), ("enable.idempotence", "false")] {
+        for (k, v) in [
+            ("acks", "0"),
+            ("acks", "1"),
+            ("enable.idempotence", "false"),
+        ] {
             let text = format!("[kafka.properties]\n\"{k}\" = \"{v}\"\n");
-            let err = Config::from_toml(&text, "t").unwrap().validate().unwrap_err();
+            let err = Config::from_toml(&text, "t")
+                .unwrap()
+                .validate()
+                .unwrap_err();
             assert!(err.to_string().contains(k), "{err}");
         }
         let ok = "[kafka.properties]\n\"linger.ms\" = \"20\"\nacks = \"all\"\n";

@@ -73,7 +73,12 @@ enum HeadOutcome {
 }
 
 impl Forwarder {
-    pub fn new(cfg: &ForwarderConfig, queue: Queue, sink: Arc<dyn Sink>, stats: Arc<Stats>) -> Self {
+    pub fn new(
+        cfg: &ForwarderConfig,
+        queue: Queue,
+        sink: Arc<dyn Sink>,
+        stats: Arc<Stats>,
+    ) -> Self {
         Forwarder {
             queue,
             sink,
@@ -189,7 +194,11 @@ impl Forwarder {
         None
     }
 
-    async fn await_head(&mut self, wait: Duration, shutdown: &mut watch::Receiver<bool>) -> HeadOutcome {
+    async fn await_head(
+        &mut self,
+        wait: Duration,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> HeadOutcome {
         let head = self.window.front_mut().expect("window has a head");
         tokio::select! {
             r = &mut head.delivery => HeadOutcome::Done(r),

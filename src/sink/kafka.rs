@@ -56,7 +56,10 @@ fn defaults(cfg: &KafkaConfig, node_id: &str) -> Vec<(&'static str, String)> {
         ("compression.type", cfg.compression.clone()),
         ("linger.ms", "5".into()),
         ("batch.num.messages", "10000".into()),
-        ("queue.buffering.max.messages", (2 * MAX_IN_FLIGHT_ENTRIES).to_string()),
+        (
+            "queue.buffering.max.messages",
+            (2 * MAX_IN_FLIGHT_ENTRIES).to_string(),
+        ),
         ("message.timeout.ms", "0".into()),
         // NOTE: the 10 s default delays recovery after an outage by 6–9 s
         // (NOTES.md); 1 s brings the first success within about a second.

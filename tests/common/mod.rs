@@ -2,6 +2,8 @@
 //! binary, always on 127.0.0.1:0 with a temporary queue directory.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
