@@ -1,11 +1,16 @@
 //! `edge-ingester bench`: the load generator for the performance targets.
 //!
-//! W1: N concurrent keep-alive clients POST `/logs` batches of varied log
-//! entries (~250 B each) against a fresh release server whose mock sink
-//! fails, so every accepted batch stays in the queue. It prints accepted
-//! entries/s, ack latency percentiles and the server's idle and peak RSS
-//! (`VmRSS` before load, `VmHWM` after). The server is a child process so its
-//! memory is measured apart from the generator's.
+//! The server under test is this binary started as a child process on a free
+//! port with a temporary queue, so its memory (`VmRSS` idle, `VmHWM` peak)
+//! is measured apart from the generator's. Workloads:
+//!
+//! - **w1**: N keep-alive clients POST `/logs` batches of varied entries
+//!   (~250 B each) as fast as acknowledgements come, mock sink failing so
+//!   every batch stays queued: accepted entries/s, ack latency, RSS.
+//! - **w2**: the same clients, paced, into Kafka (`--brokers`): rate steps;
+//!   the highest rate at which the queue does not grow.
+//! - **w3**: 1,000,000 entries queued while the sink is down, then drained
+//!   into Kafka: entries/s of the drain.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,10 +24,10 @@ use clap::Args;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Workload; only w1 for now.
+    /// w1, w2 or w3.
     #[arg(long, default_value = "w1")]
     pub workload: String,
-    /// Seconds of measured load (after a 2 s warm-up).
+    /// Seconds of measured load (w1, after a 2 s warm-up; w2, per rate step).
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
     /// Concurrent keep-alive clients.
@@ -31,6 +36,12 @@ pub struct BenchArgs {
     /// Entries per batch.
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
+    /// Kafka bootstrap servers for w2 and w3.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    /// Entries queued before the drain (w3).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub drain_entries: u64,
     /// Server binary (default: this executable).
     #[arg(long)]
     pub server: Option<PathBuf>,
@@ -40,32 +51,59 @@ const KEY: &str = "bench-key";
 const WARM_UP: Duration = Duration::from_secs(2);
 /// Clients step through the pre-built bodies at different offsets.
 const BODY_STRIDE: usize = 7;
+/// w2 rate steps, entries/s.
+const W2_STEPS: [f64; 6] = [
+    50_000.0, 100_000.0, 150_000.0, 200_000.0, 250_000.0, 300_000.0,
+];
 
 pub fn run(args: BenchArgs) -> anyhow::Result<String> {
-    if args.workload != "w1" {
-        bail!("unknown workload `{}` (available: w1)", args.workload);
-    }
     let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
     let exe = match &args.server {
         Some(p) => p.clone(),
         None => std::env::current_exe().context("cannot find this executable")?,
     };
-    let mut server = Server::start(&exe, dir.path())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(w1(&args, &server));
-    server.stop();
-    result
+    match args.workload.as_str() {
+        "w1" => {
+            let mut server = Server::start(&exe, dir.path(), &mock_failing_sink())?;
+            let result = rt.block_on(w1(&args, &server));
+            server.stop();
+            result
+        }
+        "w2" | "w3" => {
+            let brokers = args
+                .brokers
+                .clone()
+                .context("w2 and w3 need --brokers (or KAFKA_BROKERS)")?;
+            let (logs_topic, metrics_topic) = rt.block_on(fresh_topics(&brokers))?;
+            let kafka = format!(
+                "[forwarder]\nsink = \"kafka\"\n[kafka]\nbrokers = \"{brokers}\"\n\
+                 logs_topic = \"{logs_topic}\"\nmetrics_topic = \"{metrics_topic}\"\n"
+            );
+            if args.workload == "w2" {
+                rt.block_on(w2(&args, &exe, dir.path(), &kafka))
+            } else {
+                rt.block_on(w3(&args, &exe, dir.path(), &kafka))
+            }
+        }
+        other => bail!("unknown workload `{other}` (available: w1, w2, w3)"),
+    }
+}
+
+fn mock_failing_sink() -> String {
+    "[mock]\nfail = \"always\"\n".into()
 }
 
 struct Server {
     child: Child,
-    addr: String,
+    base: String,
 }
 
 impl Server {
-    fn start(exe: &Path, dir: &Path) -> anyhow::Result<Server> {
+    /// Starts the server with the bench's common settings plus `extra` TOML.
+    fn start(exe: &Path, dir: &Path, extra: &str) -> anyhow::Result<Server> {
         let config = dir.join("bench.toml");
         std::fs::write(
             &config,
@@ -73,8 +111,7 @@ impl Server {
                 "[server]\nlisten = \"127.0.0.1:0\"\n\
                  [auth]\nkeys = [\"{KEY}\"]\n\
                  [rate_limit]\nrequests_per_second = 1000000.0\nburst = 1000000\n\
-                 [queue]\npath = \"{}\"\n\
-                 [mock]\nfail = \"always\"\n",
+                 [queue]\npath = \"{}\"\nmax_bytes = 4294967296\n{extra}",
                 dir.join("queue").display()
             ),
         )?;
@@ -91,11 +128,7 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .split("listening on ")
-                    .nth(1)
-                    .map(|a| a.trim_start_matches("socket://"))
-                {
+                if let Some(addr) = line.split("listening on ").nth(1) {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr.trim().to_string());
                     }
@@ -105,22 +138,26 @@ impl Server {
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
             .context("server did not report its address")?;
-        Ok(Server { child, addr })
+        Ok(Server {
+            child,
+            base: format!("http://{addr}"),
+        })
     }
 
-    fn rss_kib(&self, field: &str) -> u64 {
+    fn rss_mb(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
-        status
+        let kib: u64 = status
             .lines()
             .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or(0);
+        kib as f64 / 1024.0
     }
 
+    /// SIGTERM: a clean shutdown, so the queue is intact for the next phase.
     fn stop(&mut self) {
-        // SIGTERM for a clean shutdown; the queue is thrown away with the dir.
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
@@ -158,35 +195,74 @@ pub fn log_batch_body(n: usize, salt: usize) -> Vec<u8> {
         .expect("json")
 }
 
-async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
-    let base = format!("http://{}", server.addr);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients)
-        .build()?;
-    wait_ready(&client, &base).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = server.rss_kib("VmRSS:");
+/// What a run of clients achieved.
+struct Load {
+    accepted_entries: u64,
+    refused: u64,
+    /// Ack latencies of accepted requests, µs, sorted.
+    latencies: Vec<u64>,
+    measured: Duration,
+}
 
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new(
-        (0..args.clients * 4)
-            .map(|s| log_batch_body(args.batch, s))
-            .collect(),
-    );
-    let body_bytes = bodies[0].len();
+impl Load {
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i] as f64 / 1000.0
+    }
+
+    fn rate(&self) -> f64 {
+        self.accepted_entries as f64 / self.measured.as_secs_f64()
+    }
+}
+
+/// Runs `clients` keep-alive clients against `/logs`. With `rate`, each
+/// client paces itself to its share of that many entries/s; without, it
+/// posts as fast as acknowledgements come. Requests that start before
+/// `warm_up` has passed are not counted.
+async fn drive(
+    base: &str,
+    clients: usize,
+    batch: usize,
+    warm_up: Duration,
+    duration: Duration,
+    rate: Option<f64>,
+    max_entries: Option<u64>,
+) -> anyhow::Result<Load> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()?;
+    let bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new((0..clients * 4).map(|s| log_batch_body(batch, s)).collect());
     let accepted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
+    let posted = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let measure_from = start + WARM_UP;
-    let end = measure_from + Duration::from_secs(args.seconds);
+    let measure_from = start + warm_up;
+    let end = measure_from + duration;
+    let period = rate.map(|r| Duration::from_secs_f64(clients as f64 * batch as f64 / r));
     let mut tasks = Vec::new();
-    for c in 0..args.clients {
+    for c in 0..clients {
         let (client, url, bodies) = (client.clone(), format!("{base}/logs"), bodies.clone());
-        let (accepted, refused) = (accepted.clone(), refused.clone());
-        let batch = args.batch as u64;
+        let (accepted, refused, posted) = (accepted.clone(), refused.clone(), posted.clone());
+        let batch = batch as u64;
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut i = c;
+            let mut tick = period.map(|p| {
+                let mut t = tokio::time::interval(p);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
             while Instant::now() < end {
+                if max_entries.is_some_and(|m| posted.fetch_add(batch, Ordering::Relaxed) >= m) {
+                    break;
+                }
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
                 let body = bodies[i % bodies.len()].clone();
                 i += BODY_STRIDE;
                 let t0 = Instant::now();
@@ -218,50 +294,213 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
     for t in tasks {
         latencies.extend(t.await?);
     }
-    let measured = Instant::now()
-        .saturating_duration_since(measure_from)
-        .as_secs_f64();
-    let peak_rss = server.rss_kib("VmHWM:");
     latencies.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[i] as f64 / 1000.0
-    };
-    let entries = accepted.load(Ordering::Relaxed);
+    Ok(Load {
+        accepted_entries: accepted.load(Ordering::Relaxed),
+        refused: refused.load(Ordering::Relaxed),
+        latencies,
+        measured: Instant::now().saturating_duration_since(measure_from),
+    })
+}
+
+async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    wait_ready(&http, &server.base).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = server.rss_mb("VmRSS:");
+    let load = drive(
+        &server.base,
+        args.clients,
+        args.batch,
+        WARM_UP,
+        Duration::from_secs(args.seconds),
+        None,
+        None,
+    )
+    .await?;
+    let peak_rss = server.rss_mb("VmHWM:");
     Ok(format!(
-        "workload W1: {} clients, {} entries/batch, body {} B, {:.1} s measured\n\
+        "workload W1: {} clients, {} entries/batch, {:.1} s measured, mock sink failing\n\
          accepted:    {} entries ({} batches), refused {}\n\
          throughput:  {:.0} entries/s\n\
          ack latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n\
          server RSS:  idle {:.1} MB, peak {:.1} MB\n",
         args.clients,
         args.batch,
-        body_bytes,
-        measured,
-        entries,
-        latencies.len(),
-        refused.load(Ordering::Relaxed),
-        entries as f64 / measured,
-        pct(0.50),
-        pct(0.99),
-        pct(1.0),
-        idle_rss as f64 / 1024.0,
-        peak_rss as f64 / 1024.0,
+        load.measured.as_secs_f64(),
+        load.accepted_entries,
+        load.latencies.len(),
+        load.refused,
+        load.rate(),
+        load.pct(0.50),
+        load.pct(0.99),
+        load.pct(1.0),
+        idle_rss,
+        peak_rss,
     ))
+}
+
+async fn queue_stats(http: &reqwest::Client, base: &str) -> anyhow::Result<serde_json::Value> {
+    let s = http
+        .get(format!("{base}/stats"))
+        .header("x-api-key", KEY)
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(s)
+}
+
+async fn w2(args: &BenchArgs, exe: &Path, dir: &Path, kafka: &str) -> anyhow::Result<String> {
+    let mut server = Server::start(exe, dir, kafka)?;
+    let http = reqwest::Client::new();
+    wait_ready(&http, &server.base).await?;
+    let mut out = format!(
+        "workload W2: {} clients, {} entries/batch, {} s per step, into Kafka\n",
+        args.clients, args.batch, args.seconds
+    );
+    let mut best: Option<f64> = None;
+    for target in W2_STEPS {
+        let before = queue_stats(&http, &server.base).await?;
+        let load = drive(
+            &server.base,
+            args.clients,
+            args.batch,
+            Duration::ZERO,
+            Duration::from_secs(args.seconds),
+            Some(target),
+            None,
+        )
+        .await?;
+        let after = queue_stats(&http, &server.base).await?;
+        let depth = after["queue"]["depth_entries"].as_u64().unwrap_or(0);
+        let sent =
+            after["logs_sent"].as_u64().unwrap_or(0) - before["logs_sent"].as_u64().unwrap_or(0);
+        // "Does not grow": what is left queued is under half a second of load.
+        let stable = (depth as f64) < target * 0.5 && load.rate() > target * 0.95;
+        out += &format!(
+            "  target {:>7.0}/s: accepted {:>7.0}/s, sent {:>7.0}/s, queued at end {:>7} entries, p99 {:.1} ms -> {}\n",
+            target,
+            load.rate(),
+            sent as f64 / load.measured.as_secs_f64(),
+            depth,
+            load.pct(0.99),
+            if stable { "stable" } else { "queue grows" }
+        );
+        if !stable {
+            break;
+        }
+        best = Some(load.rate());
+        // Let the queue settle before the next step.
+        wait_drained(&http, &server.base, Duration::from_secs(60)).await?;
+    }
+    out += &format!(
+        "highest rate without queue growth: {}\nserver peak RSS: {:.1} MB\n",
+        best.map_or("none of the steps".into(), |r| format!("{r:.0} entries/s")),
+        server.rss_mb("VmHWM:")
+    );
+    server.stop();
+    Ok(out)
+}
+
+async fn w3(args: &BenchArgs, exe: &Path, dir: &Path, kafka: &str) -> anyhow::Result<String> {
+    // Phase 1: queue the entries while the sink is down.
+    let mut filler = Server::start(exe, dir, &mock_failing_sink())?;
+    let http = reqwest::Client::new();
+    wait_ready(&http, &filler.base).await?;
+    let fill = drive(
+        &filler.base,
+        args.clients,
+        args.batch,
+        Duration::ZERO,
+        Duration::from_secs(600),
+        None,
+        Some(args.drain_entries),
+    )
+    .await?;
+    filler.stop();
+
+    // Phase 2: the sink is back; time the drain.
+    let started = Instant::now();
+    let mut server = Server::start(exe, dir, kafka)?;
+    wait_ready(&http, &server.base).await?;
+    let queued = queue_stats(&http, &server.base).await?["queue"]["depth_entries"]
+        .as_u64()
+        .unwrap_or(0);
+    let drain_from = Instant::now();
+    let mut peak_rss: f64 = 0.0;
+    loop {
+        let s = queue_stats(&http, &server.base).await?;
+        peak_rss = peak_rss.max(server.rss_mb("VmRSS:"));
+        if s["queue"]["depth_batches"] == 0 {
+            break;
+        }
+        if drain_from.elapsed() > Duration::from_secs(600) {
+            bail!("queue did not drain within 10 minutes: {s}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = drain_from.elapsed();
+    let hwm = server.rss_mb("VmHWM:");
+    server.stop();
+    Ok(format!(
+        "workload W3: drain into Kafka after an outage\n\
+         queued:      {} entries ({} accepted at {:.0}/s while the sink was down)\n\
+         drained in:  {:.2} s (server start to ready: {:.2} s)\n\
+         throughput:  {:.0} entries/s\n\
+         server RSS:  peak {:.1} MB during the drain (VmHWM {:.1} MB)\n",
+        queued,
+        fill.accepted_entries,
+        fill.rate(),
+        took.as_secs_f64(),
+        (drain_from - started).as_secs_f64(),
+        queued as f64 / took.as_secs_f64(),
+        peak_rss,
+        hwm,
+    ))
+}
+
+async fn wait_drained(http: &reqwest::Client, base: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if queue_stats(http, base).await?["queue"]["depth_batches"] == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("queue did not drain within {limit:?}")
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/ready")).send().await {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await {
             if r.status().is_success() {
                 return Ok(());
             }
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("server at {base} did not become ready")
+    bail!("server at {base} did not come up")
+}
+
+/// Topics of their own for each bench run (tansu does not auto-create).
+async fn fresh_topics(brokers: &str) -> anyhow::Result<(String, String)> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let (logs, metrics) = (format!("bench.logs.{id}"), format!("bench.metrics.{id}"));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let topics = [
+        NewTopic::new(&logs, 3, TopicReplication::Fixed(1)),
+        NewTopic::new(&metrics, 3, TopicReplication::Fixed(1)),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    for r in admin.create_topics(&topics, &opts).await? {
+        r.map_err(|(name, e)| anyhow::anyhow!("cannot create topic {name}: {e}"))?;
+    }
+    Ok((logs, metrics))
 }

@@ -157,7 +157,7 @@ impl Forwarder {
         let mut entries: usize = self.window.iter().map(|f| f.entries as usize).sum();
         while self.window.len() < self.sink.max_in_flight()
             && entries < self.sink.max_in_flight_entries()
-            && !(probe_only && !self.window.is_empty())
+            && (!probe_only || self.window.is_empty())
         {
             let Some((seq, _)) = self.queue.next_after(self.cursor) else {
                 break;

@@ -145,3 +145,29 @@ pub fn check_delivery(consumed: &[Consumed], acknowledged: &[String]) -> (usize,
     }
     (by_id.len(), duplicates)
 }
+
+/// Creates topics on a real broker (tansu does not auto-create them).
+pub async fn create_topics(bootstrap: &str, names: &[&str], partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+        .expect("create topics");
+    for r in results {
+        if let Err((name, e)) = r {
+            panic!("cannot create topic {name}: {e}");
+        }
+    }
+}

@@ -144,7 +144,20 @@ pub struct Binary {
 
 impl Binary {
     pub fn start(config_path: &Path) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edge-ingester"))
+        Self::start_exe(Path::new(env!("CARGO_BIN_EXE_edge-ingester")), config_path)
+    }
+
+    /// `EDGE_INGESTER_BIN` (CI points it at the release build), else the
+    /// binary cargo built for the tests.
+    pub fn start_release_or_test(config_path: &Path) -> Binary {
+        match std::env::var_os("EDGE_INGESTER_BIN") {
+            Some(exe) => Self::start_exe(Path::new(&exe), config_path),
+            None => Self::start(config_path),
+        }
+    }
+
+    pub fn start_exe(exe: &Path, config_path: &Path) -> Binary {
+        let mut child = Command::new(exe)
             .args(["serve", "--config"])
             .arg(config_path)
             .stdin(Stdio::null())
