@@ -364,3 +364,80 @@ fn sigkill_during_kafka_forwarding_loses_nothing() {
     );
     assert!(acked.len() > 1_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_brokers_do_not_stop_ingest_and_show_the_cause() {
+    // Port 1 on loopback: nothing listens, connections are refused.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = kafka_config(dir.path(), "127.0.0.1:1");
+    cfg.forwarder.breaker_failure_threshold = 2;
+    let srv = InProcess::start(cfg).await;
+    let c = client();
+    for b in 0..5 {
+        let r = post_json(
+            &c,
+            &srv.url("/logs"),
+            &batch_for("a", &[format!("queued-{b}")]),
+        )
+        .await;
+        assert_eq!(r.status(), 202);
+    }
+    let s = wait_for_stats(&c, &srv.base, Duration::from_secs(30), |s| {
+        s["forwarder"]["circuit"] == "open"
+    })
+    .await;
+    let err = s["forwarder"]["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("127.0.0.1:1") || err.to_lowercase().contains("brokers"),
+        "{err}"
+    );
+    assert_eq!(s["queue"]["depth_batches"], 5);
+    assert!(s["forwarder"]["next_retry_in_seconds"].is_number(), "{s}");
+    assert_eq!(c.get(srv.url("/ready")).send().await.unwrap().status(), 200);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_topic_is_visible_and_recovers_once_the_topic_exists() {
+    let kafka = cluster();
+    let bootstrap = kafka.bootstrap_servers();
+    kafka
+        .topic_error(
+            "logs.raw",
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = kafka_config(dir.path(), &bootstrap);
+    cfg.kafka
+        .properties
+        .insert("topic.metadata.propagation.max.ms".into(), "1000".into());
+    let srv = InProcess::start(cfg).await;
+    let c = client();
+    assert_eq!(
+        post_json(&c, &srv.url("/logs"), &batch_for("a", &["waiting".into()]))
+            .await
+            .status(),
+        202
+    );
+    let s = wait_for_stats(&c, &srv.base, Duration::from_secs(30), |s| {
+        s["forwarder"]["consecutive_failures"].as_u64().unwrap() > 0
+    })
+    .await;
+    eprintln!(
+        "last_error while the topic is unknown: {}",
+        s["forwarder"]["last_error"]
+    );
+    assert!(s["forwarder"]["last_error"].is_string());
+    assert_eq!(s["logs_sent"], 0);
+    kafka
+        .topic_error("logs.raw", RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
+        .unwrap();
+    let s = wait_for_stats(&c, &srv.base, Duration::from_secs(30), |s| {
+        s["logs_sent"] == 1
+    })
+    .await;
+    assert_eq!(s["forwarder"]["circuit"], "closed");
+    assert!(s["forwarder"]["last_error"].is_null(), "{s}");
+    srv.stop().await;
+}
