@@ -279,8 +279,9 @@ impl Forwarder {
         let delay = self.backoff.next_delay();
         let text = err.to_string();
         let mut s = lock(&self.stats.forwarder);
-        // Log once per change of cause or circuit state, not per attempt.
-        if s.last_error.as_deref() != Some(text.as_str()) || before != self.breaker.circuit() {
+        // Log when an episode starts and when the circuit changes state, not
+        // per attempt (texts carry changing counts, so they are not compared).
+        if self.breaker.consecutive_failures() == 1 || before != self.breaker.circuit() {
             tracing::warn!(
                 error = %text,
                 circuit = self.breaker.circuit().as_str(),

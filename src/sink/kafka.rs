@@ -73,10 +73,28 @@ fn defaults(cfg: &KafkaConfig, node_id: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Records the client's own errors (broker down, auth failed…) for
-/// `last_error`, logging each change once.
+/// `last_error`. NOTE: during an outage librdkafka repeats its errors about
+/// twice a second with changing counts ("1/1 brokers are down", "0/1 …"), so
+/// each error *code* is logged once per failure episode; a delivery success
+/// ends the episode.
 #[derive(Default)]
 pub struct ErrorTracker {
-    last: Arc<Mutex<Option<String>>>,
+    state: Arc<Mutex<ClientErrors>>,
+}
+
+#[derive(Default)]
+struct ClientErrors {
+    /// The latest error text, for `last_error`; cleared by a success.
+    last: Option<String>,
+    /// Codes already logged in this episode.
+    logged: Vec<Option<RDKafkaErrorCode>>,
+}
+
+impl ClientErrors {
+    fn clear(&mut self) {
+        self.last = None;
+        self.logged.clear();
+    }
 }
 
 impl ClientContext for ErrorTracker {
@@ -86,11 +104,13 @@ impl ClientContext for ErrorTracker {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let text = format!("{error}: {reason}");
-        let mut last = lock(&self.last);
-        if last.as_deref() != Some(text.as_str()) {
+        let code = error.rdkafka_error_code();
+        let mut state = lock(&self.state);
+        if !state.logged.contains(&code) {
             tracing::warn!(target: "edge_ingester::kafka", error = %text, "kafka client error");
-            *last = Some(text);
+            state.logged.push(code);
         }
+        state.last = Some(text);
     }
 }
 
@@ -98,7 +118,7 @@ pub struct KafkaSink {
     producer: FutureProducer<ErrorTracker>,
     logs_topic: String,
     metrics_topic: String,
-    last_error: Arc<Mutex<Option<String>>>,
+    client_errors: Arc<Mutex<ClientErrors>>,
 }
 
 impl KafkaSink {
@@ -112,7 +132,7 @@ impl KafkaSink {
             client.set(k, v);
         }
         let tracker = ErrorTracker::default();
-        let last_error = tracker.last.clone();
+        let client_errors = tracker.state.clone();
         let producer = client
             .create_with_context(tracker)
             .map_err(|e| format!("invalid Kafka producer settings: {e}"))?;
@@ -120,7 +140,7 @@ impl KafkaSink {
             producer,
             logs_topic: cfg.logs_topic.clone(),
             metrics_topic: cfg.metrics_topic.clone(),
-            last_error,
+            client_errors,
         })
     }
 }
@@ -147,7 +167,7 @@ impl Sink for KafkaSink {
     }
 
     fn health(&self) -> Option<String> {
-        lock(&self.last_error).clone()
+        lock(&self.client_errors).last.clone()
     }
 
     fn submit<'a>(&'a self, stored: &'a Stored, node_id: &'a str) -> SubmitFuture<'a> {
@@ -183,7 +203,7 @@ impl Sink for KafkaSink {
                     }
                 }
             }
-            let last_error = self.last_error.clone();
+            let client_errors = self.client_errors.clone();
             let delivery: Delivery = Box::pin(async move {
                 let mut failure: Option<SinkError> = None;
                 for d in pending {
@@ -199,7 +219,7 @@ impl Sink for KafkaSink {
                 }
                 match failure {
                     None => {
-                        lock(&last_error).take();
+                        lock(&client_errors).clear();
                         Ok(())
                     }
                     Some(e) => Err(e),
