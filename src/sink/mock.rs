@@ -56,9 +56,10 @@ impl Sink for MockSink {
 
     fn submit<'a>(&'a self, stored: &'a Stored, node_id: &'a str) -> SubmitFuture<'a> {
         let lines = self.capture.as_ref().map(|_| {
-            let mut lines = Vec::new();
-            for m in message::messages(&stored.batch, node_id, stored.seq) {
-                lines.extend_from_slice(&m.value);
+            let rendered = message::render(&stored.batch, node_id, stored.seq);
+            let mut lines = Vec::with_capacity(rendered.len() * 330);
+            for m in rendered.iter() {
+                lines.extend_from_slice(m.value);
                 lines.push(b'\n');
             }
             lines
