@@ -9,7 +9,7 @@
 //!   contract is written at the top of `queue/mod.rs`.
 //! - [`forward`] — one task that drains the queue head first into a sink, with
 //!   exponential backoff and a circuit breaker (pure state machines).
-//! - [`sink`] — where batches go: the mock producer now, Kafka next; both
+//! - [`sink`] — where batches go: Kafka or the mock producer; both
 //!   render the same Kafka message per entry (`sink/message.rs`).
 //! - [`stats`] — counters for `/stats` and Prometheus.
 //! - [`config`] — the TOML file, defaults and validation; [`cli`] the
