@@ -319,12 +319,20 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
     )
     .await?;
     let peak_rss = server.rss_mb("VmHWM:");
+    let q = queue_stats(&http, &server.base).await?;
+    let (stored, entries, disk) = (
+        q["queue"]["bytes"].as_f64().unwrap_or(0.0),
+        q["queue"]["depth_entries"].as_f64().unwrap_or(0.0).max(1.0),
+        q["queue"]["disk_bytes"].as_f64().unwrap_or(0.0),
+    );
+    let json_per_entry = log_batch_body(args.batch, 0).len() as f64 / args.batch as f64;
     Ok(format!(
         "workload W1: {} clients, {} entries/batch, {:.1} s measured, mock sink failing\n\
          accepted:    {} entries ({} batches), refused {}\n\
          throughput:  {:.0} entries/s\n\
          ack latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n\
-         server RSS:  idle {:.1} MB, peak {:.1} MB\n",
+         server RSS:  idle {:.1} MB, peak {:.1} MB\n\
+         queue:       {:.0} B stored per entry vs {:.0} B of JSON ({:.1}x smaller); {:.0} MB on disk for {:.0} MB live\n",
         args.clients,
         args.batch,
         load.measured.as_secs_f64(),
@@ -337,6 +345,11 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
         load.pct(1.0),
         idle_rss,
         peak_rss,
+        stored / entries,
+        json_per_entry,
+        json_per_entry / (stored / entries),
+        disk / 1e6,
+        stored / 1e6,
     ))
 }
 

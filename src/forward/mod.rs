@@ -43,6 +43,12 @@ use crate::stats::Stats;
 /// How long shutdown waits for deliveries already submitted; what does not
 /// finish stays queued and is sent again after the restart.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// A stall this long while the sink's client reports no error at all is
+/// taken as a wedged client and the sink is reset. NOTE: idempotent
+/// librdkafka producers are known to get stuck silently (librdkafka #3009,
+/// confluent-kafka-python #1335: an InitProducerId retry loop); with no
+/// message timeout nothing else would ever surface it.
+const RESET_AFTER_SILENT_STALL: Duration = Duration::from_secs(30);
 
 /// A batch handed to the sink and not yet confirmed.
 struct InFlight {
@@ -63,6 +69,8 @@ pub struct Forwarder {
     cursor: Option<u64>,
     /// After a retriable error: no submission before this instant.
     resume_at: Option<Instant>,
+    /// Since when the head of the window has been waiting without answer.
+    stalled_since: Option<Instant>,
 }
 
 /// What the head of the window did while we waited.
@@ -91,6 +99,7 @@ impl Forwarder {
             window: VecDeque::new(),
             cursor: None,
             resume_at: None,
+            stalled_since: None,
         }
     }
 
@@ -116,6 +125,7 @@ impl Forwarder {
             match self.await_head(stall_wait, &mut shutdown).await {
                 HeadOutcome::Done(result) => {
                     let head = self.window.pop_front().expect("window has a head");
+                    self.stalled_since = None;
                     self.finish(head, result);
                     stall_wait = self.sink.stall_after();
                 }
@@ -129,6 +139,13 @@ impl Forwarder {
                     );
                     let delay = self.on_failure(SinkError::Retriable(msg));
                     stall_wait = delay.max(self.sink.stall_after());
+                    let since = *self.stalled_since.get_or_insert_with(Instant::now);
+                    let silent = self.sink.health().is_none();
+                    if self.sink.needs_reset()
+                        || (silent && now() - since >= RESET_AFTER_SILENT_STALL)
+                    {
+                        self.reset_sink();
+                    }
                 }
                 HeadOutcome::Shutdown => break,
             }
@@ -140,7 +157,7 @@ impl Forwarder {
     /// Submits batches while the breaker and the window allow; returns when
     /// to look again if nothing may be submitted now.
     async fn fill(&mut self) -> Option<Instant> {
-        let now = Instant::now();
+        let now = now();
         if let Some(t) = self.resume_at {
             if now < t {
                 return Some(t);
@@ -222,6 +239,10 @@ impl Forwarder {
                 self.queue.dead_letter(head.seq, &reason);
                 self.on_success();
             }
+            Err(err) if self.sink.needs_reset() => {
+                self.on_failure(err);
+                self.reset_sink();
+            }
             Err(err) => {
                 // Later batches may still be confirmed, but they would be
                 // acknowledged out of order: drop their outcomes and submit
@@ -229,9 +250,25 @@ impl Forwarder {
                 self.window.clear();
                 self.cursor = None;
                 let delay = self.on_failure(err);
-                self.resume_at = Some(Instant::now() + delay);
+                self.resume_at = Some(now() + delay);
             }
         }
+    }
+
+    /// Rebuilds the sink's client and submits everything again from the
+    /// queue head (same ingest-ids; what the old client had written shows up
+    /// as duplicates, in order).
+    fn reset_sink(&mut self) {
+        tracing::warn!(
+            stalled_s = self.stalled_since.map_or(0, |t| (now() - t).as_secs()),
+            "sink client wedged or failed fatally; recreating it and resubmitting from the queue head"
+        );
+        if let Err(e) = self.sink.reset() {
+            tracing::error!(error = %e, "cannot recreate the sink client");
+        }
+        self.window.clear();
+        self.cursor = None;
+        self.stalled_since = None;
     }
 
     async fn drain_on_shutdown(&mut self) {
@@ -270,7 +307,7 @@ impl Forwarder {
 
     /// Records a failure; returns the backoff delay before the next attempt.
     fn on_failure(&mut self, err: SinkError) -> Duration {
-        let now = Instant::now();
+        let now = now();
         let before = self.breaker.circuit();
         self.breaker.on_failure(now);
         self.stats
@@ -301,6 +338,12 @@ impl Forwarder {
         s.circuit = self.breaker.circuit();
         s.next_attempt_at = until;
     }
+}
+
+/// The forwarder's clock: tokio's, so tests can pause and advance it; the
+/// policy state machines take it as an argument.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 async fn sleep_until(t: Option<Instant>) {

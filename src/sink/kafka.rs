@@ -90,6 +90,8 @@ struct ClientErrors {
     last: Option<String>,
     /// Codes already logged in this episode.
     logged: Vec<Option<RDKafkaErrorCode>>,
+    /// librdkafka raised a fatal error: this producer instance is unusable.
+    fatal: bool,
 }
 
 impl ClientErrors {
@@ -143,6 +145,7 @@ impl ClientContext for ErrorTracker {
         let text = format!("{error}: {reason}");
         let code = error.rdkafka_error_code();
         let mut state = lock(&self.state);
+        state.fatal |= code == Some(RDKafkaErrorCode::Fatal);
         if !state.logged.contains(&code) {
             tracing::warn!(target: "edge_ingester::kafka", error = %text, "kafka client error");
             state.logged.push(code);
@@ -151,10 +154,16 @@ impl ClientContext for ErrorTracker {
     }
 }
 
+type Producer = ThreadedProducer<ErrorTracker>;
+
 pub struct KafkaSink {
-    producer: ThreadedProducer<ErrorTracker>,
+    /// Replaced by `reset`; submissions clone the current one.
+    producer: Mutex<Arc<Producer>>,
+    /// Kept to build a new producer on `reset`.
+    client: ClientConfig,
     logs_topic: String,
     metrics_topic: String,
+    /// Shared by every producer instance this sink creates.
     client_errors: Arc<Mutex<ClientErrors>>,
 }
 
@@ -168,18 +177,27 @@ impl KafkaSink {
         for (k, v) in &cfg.properties {
             client.set(k, v);
         }
-        let tracker = ErrorTracker::default();
-        let client_errors = tracker.state.clone();
-        let producer = client
-            .create_with_context(tracker)
-            .map_err(|e| format!("invalid Kafka producer settings: {e}"))?;
+        let client_errors = Arc::new(Mutex::new(ClientErrors::default()));
+        let producer = build_producer(&client, &client_errors)?;
         Ok(KafkaSink {
-            producer,
+            producer: Mutex::new(Arc::new(producer)),
+            client,
             logs_topic: cfg.logs_topic.clone(),
             metrics_topic: cfg.metrics_topic.clone(),
             client_errors,
         })
     }
+}
+
+fn build_producer(
+    client: &ClientConfig,
+    errors: &Arc<Mutex<ClientErrors>>,
+) -> Result<Producer, String> {
+    client
+        .create_with_context(ErrorTracker {
+            state: errors.clone(),
+        })
+        .map_err(|e| format!("invalid Kafka producer settings: {e}"))
 }
 
 fn classify(err: &KafkaError) -> SinkError {
@@ -207,6 +225,21 @@ impl Sink for KafkaSink {
         lock(&self.client_errors).last.clone()
     }
 
+    fn needs_reset(&self) -> bool {
+        lock(&self.client_errors).fatal
+    }
+
+    /// Replaces the producer. The old one purges what it still holds (those
+    /// batches fail as retriable and are submitted again) and is dropped on a
+    /// blocking thread: its drop flushes for up to 500 ms.
+    fn reset(&self) -> Result<(), String> {
+        let fresh = Arc::new(build_producer(&self.client, &self.client_errors)?);
+        let old = std::mem::replace(&mut *lock(&self.producer), fresh);
+        lock(&self.client_errors).fatal = false;
+        std::thread::spawn(move || drop(old));
+        Ok(())
+    }
+
     fn submit<'a>(&'a self, stored: &'a Stored, node_id: &'a str) -> SubmitFuture<'a> {
         Box::pin(async move {
             let topic = match stored.batch.kind() {
@@ -223,6 +256,7 @@ impl Sink for KafkaSink {
                 failure: Mutex::new(None),
                 done: Mutex::new(Some(tx)),
             });
+            let producer = lock(&self.producer).clone();
             for m in rendered.iter() {
                 let headers = OwnedHeaders::new_with_capacity(2)
                     .insert(Header {
@@ -238,7 +272,7 @@ impl Sink for KafkaSink {
                     .payload(m.value)
                     .headers(headers);
                 loop {
-                    match self.producer.send(record) {
+                    match producer.send(record) {
                         Ok(()) => break,
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                             record = r;

@@ -71,4 +71,16 @@ pub trait Sink: Send + Sync {
     fn health(&self) -> Option<String> {
         None
     }
+
+    /// The sink knows it cannot recover by itself (e.g. a fatal producer
+    /// error) and should be `reset`.
+    fn needs_reset(&self) -> bool {
+        false
+    }
+
+    /// Rebuilds the sink's client. Everything submitted before is abandoned:
+    /// the forwarder submits it again from the queue head.
+    fn reset(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -176,7 +176,8 @@ impl Binary {
                         let _ = tx.send(addr.trim().to_string());
                     }
                 }
-                if line.contains("ERROR") || line.contains("panicked") {
+                // Shown with a failing test's output: enough to diagnose.
+                if line.contains("ERROR") || line.contains("WARN") || line.contains("panicked") {
                     eprintln!("server: {line}");
                 }
             }

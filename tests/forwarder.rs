@@ -1,0 +1,150 @@
+//! The forwarder against a sink that wedges: the real queue and forwarder,
+//! a fake sink, and tokio's paused clock so minutes of stall take no time.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edge_ingester::config::{ForwarderConfig, QueueConfig};
+use edge_ingester::forward::Forwarder;
+use edge_ingester::model::{Batch, Entries, Level, LogRecord};
+use edge_ingester::queue::{encode_record, IndexEntry, Queue, Stored};
+use edge_ingester::sink::{Delivery, Sink, SubmitFuture};
+use edge_ingester::stats::Stats;
+
+/// Deliveries never complete while wedged; `reset` unwedges it.
+struct WedgingSink {
+    wedged: AtomicBool,
+    resets: AtomicUsize,
+    /// What the client would say; `Some` makes a stall "explained".
+    report: Option<String>,
+    delivered: Mutex<Vec<u64>>,
+}
+
+impl Sink for WedgingSink {
+    fn producer_type(&self) -> &'static str {
+        "Test"
+    }
+
+    fn max_in_flight(&self) -> usize {
+        8
+    }
+
+    fn submit<'a>(&'a self, batch: &'a Stored, _node_id: &'a str) -> SubmitFuture<'a> {
+        let seq = batch.seq;
+        let delivery: Delivery = if self.wedged.load(Ordering::SeqCst) {
+            Box::pin(std::future::pending())
+        } else {
+            self.delivered.lock().unwrap().push(seq);
+            Box::pin(async { Ok(()) })
+        };
+        Box::pin(async move { Ok(delivery) })
+    }
+
+    fn health(&self) -> Option<String> {
+        self.report.clone()
+    }
+
+    fn reset(&self) -> Result<(), String> {
+        self.resets.fetch_add(1, Ordering::SeqCst);
+        self.wedged.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn batch(message: &str) -> Batch {
+    Batch {
+        received_at: "2026-11-27T10:00:00Z".into(),
+        agent_version: None,
+        entries: Entries::Logs(vec![LogRecord {
+            timestamp: "2026-11-27T10:00:00Z".into(),
+            level: Level::Info,
+            message: message.into(),
+            service: "svc".into(),
+            host: "h".into(),
+            attributes: vec![],
+        }]),
+    }
+}
+
+async fn queue_with_three_batches(dir: &std::path::Path) -> Queue {
+    let q = Queue::open(&QueueConfig {
+        path: dir.join("q"),
+        ..QueueConfig::default()
+    })
+    .unwrap();
+    for m in ["a", "b", "c"] {
+        let b = batch(m);
+        let record = encode_record(&b);
+        let index = IndexEntry {
+            kind: b.kind(),
+            entries: 1,
+            record_bytes: record.len() as u32,
+            enqueued_at_ms: 0,
+        };
+        q.append(record, index).await.unwrap();
+    }
+    q
+}
+
+async fn run_for(queue: &Queue, sink: Arc<WedgingSink>, stats: Arc<Stats>, how_long: Duration) {
+    let cfg = ForwarderConfig {
+        jitter: false,
+        ..ForwarderConfig::default()
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Forwarder::new(&cfg, queue.clone(), sink, stats).run(rx));
+    tokio::time::sleep(how_long).await;
+    tx.send(true).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn silently_wedged_sink_is_reset_and_every_batch_resubmitted_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with_three_batches(dir.path()).await;
+    let sink = Arc::new(WedgingSink {
+        wedged: AtomicBool::new(true),
+        resets: AtomicUsize::new(0),
+        report: None,
+        delivered: Mutex::new(Vec::new()),
+    });
+    let stats = Arc::new(Stats::new("Test"));
+    run_for(&queue, sink.clone(), stats.clone(), Duration::from_secs(90)).await;
+    assert_eq!(sink.resets.load(Ordering::SeqCst), 1);
+    assert_eq!(*sink.delivered.lock().unwrap(), vec![0, 1, 2]);
+    assert_eq!(queue.stats().depth_batches, 0);
+    assert_eq!(stats.snapshot(queue.stats()).logs_sent, 3);
+    queue.close();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stall_the_client_explains_is_waited_out_not_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with_three_batches(dir.path()).await;
+    let sink = Arc::new(WedgingSink {
+        wedged: AtomicBool::new(true),
+        resets: AtomicUsize::new(0),
+        report: Some("1/1 brokers are down".into()),
+        delivered: Mutex::new(Vec::new()),
+    });
+    let stats = Arc::new(Stats::new("Test"));
+    run_for(
+        &queue,
+        sink.clone(),
+        stats.clone(),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(sink.resets.load(Ordering::SeqCst), 0);
+    assert!(sink.delivered.lock().unwrap().is_empty());
+    assert_eq!(
+        queue.stats().depth_batches,
+        3,
+        "nothing is lost while waiting"
+    );
+    let s = stats.snapshot(queue.stats());
+    assert_eq!(s.forwarder.circuit, "open");
+    assert!(s.forwarder.last_error.unwrap().contains("brokers are down"));
+    queue.close();
+}
