@@ -40,6 +40,15 @@ async fn send(
 
 const JSON_KEYED: [(&str, &str); 2] = [("content-type", "application/json"), ("x-api-key", KEY)];
 
+/// JSON with a key and a Content-Encoding.
+fn encoded(encoding: &str) -> [(&str, &str); 3] {
+    [
+        ("content-type", "application/json"),
+        ("x-api-key", KEY),
+        ("content-encoding", encoding),
+    ]
+}
+
 fn one_log() -> Vec<u8> {
     serde_json::to_vec(&log_batch(&["one".into()])).unwrap()
 }
@@ -271,17 +280,7 @@ async fn wrong_content_type_or_unknown_encoding_is_415() {
     assert!(v["detail"].as_str().unwrap().contains("Content-Type"));
     let (s, _, _) = send(&c, &srv.url("/logs"), &[("x-api-key", KEY)], one_log()).await;
     assert_eq!(s, 415);
-    let (s, _, v) = send(
-        &c,
-        &srv.url("/logs"),
-        &[
-            ("content-type", "application/json"),
-            ("x-api-key", KEY),
-            ("content-encoding", "br"),
-        ],
-        one_log(),
-    )
-    .await;
+    let (s, _, v) = send(&c, &srv.url("/logs"), &encoded("br"), one_log()).await;
     assert_eq!(s, 415);
     assert!(v["detail"].as_str().unwrap().contains("Content-Encoding"));
     assert_eq!(queue_marks(&c, &srv.base).await, (0, 0, 0));
@@ -294,27 +293,13 @@ async fn gzip_in_any_case_and_zstd_bodies_are_accepted() {
     let srv = InProcess::start(test_config(dir.path())).await;
     let c = client();
     for enc in ["gzip", "GZIP"] {
-        let (s, _, v) = send(
-            &c,
-            &srv.url("/logs"),
-            &[
-                ("content-type", "application/json"),
-                ("x-api-key", KEY),
-                ("content-encoding", enc),
-            ],
-            gzip(&one_log()),
-        )
-        .await;
+        let (s, _, v) = send(&c, &srv.url("/logs"), &encoded(enc), gzip(&one_log())).await;
         assert_eq!(s, 202, "{enc}: {v}");
     }
     let (s, _, v) = send(
         &c,
         &srv.url("/logs"),
-        &[
-            ("content-type", "application/json"),
-            ("x-api-key", KEY),
-            ("content-encoding", "zstd"),
-        ],
+        &encoded("zstd"),
         zstd::encode_all(&one_log()[..], 3).unwrap(),
     )
     .await;
@@ -340,17 +325,7 @@ async fn body_over_the_limit_is_413_on_the_wire_and_after_decompression() {
     // Compressed it fits on the wire; inflated it does not.
     let small = gzip(&big);
     assert!(small.len() < 64 * 1024);
-    let (s, _, v) = send(
-        &c,
-        &srv.url("/logs"),
-        &[
-            ("content-type", "application/json"),
-            ("x-api-key", KEY),
-            ("content-encoding", "gzip"),
-        ],
-        small,
-    )
-    .await;
+    let (s, _, v) = send(&c, &srv.url("/logs"), &encoded("gzip"), small).await;
     assert_eq!(s, 413);
     assert!(
         v["detail"].as_str().unwrap().contains("decompression"),
@@ -366,17 +341,7 @@ async fn body_over_the_limit_is_413_on_the_wire_and_after_decompression() {
     }
     let bomb = e.finish().unwrap();
     assert!(bomb.len() < 64 * 1024, "bomb is {} bytes", bomb.len());
-    let (s, _, v) = send(
-        &c,
-        &srv.url("/logs"),
-        &[
-            ("content-type", "application/json"),
-            ("x-api-key", KEY),
-            ("content-encoding", "gzip"),
-        ],
-        bomb,
-    )
-    .await;
+    let (s, _, v) = send(&c, &srv.url("/logs"), &encoded("gzip"), bomb).await;
     assert_eq!(s, 413);
     assert!(
         v["detail"].as_str().unwrap().contains("decompression"),
