@@ -89,6 +89,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let queue = Queue::open(&config.queue)?;
+    queue.set_idempotency_window(Duration::from_secs(config.server.idempotency_window_s));
     let sink = build_sink(&config, queue.node_id())?;
     let stats = Arc::new(Stats::new(sink.producer_type()));
 

@@ -46,6 +46,11 @@ impl KeyRing {
         self.digests.len()
     }
 
+    /// The digest of key `index`: identifies the caller without the secret.
+    pub fn digest(&self, index: usize) -> [u8; 32] {
+        self.digests.get(index).copied().unwrap_or([0; 32])
+    }
+
     pub fn is_empty(&self) -> bool {
         self.digests.is_empty()
     }

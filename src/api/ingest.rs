@@ -7,8 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use poem_openapi::param::Header;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
+use sha2::{Digest, Sha256};
 
 use super::auth::Auth;
 use super::body::JsonBody;
@@ -17,7 +19,10 @@ use super::rate_limit::Decision;
 use super::schema::{LogBatchSchema, MetricBatchSchema};
 use super::AppState;
 use crate::model::{self, Batch, Kind, Problem};
-use crate::queue::{encode_record, IndexEntry};
+use crate::queue::{encode_record, Appended, IdempotencyKey, IndexEntry, QueueError};
+
+/// Longest `Idempotency-Key` (SPEC §3).
+const MAX_IDEMPOTENCY_KEY: usize = 128;
 
 /// The 202 body.
 #[derive(Debug, Object)]
@@ -47,17 +52,35 @@ impl IngestApi {
     ///
     /// Answers 202 only once the batch is durable on disk.
     #[oai(path = "/logs", method = "post")]
-    async fn post_logs(&self, auth: Auth, body: JsonBody<LogBatchSchema>) -> IngestResponse {
-        self.ingest(auth, Kind::Logs, body.read_with(&self.state))
-            .await
+    async fn post_logs(
+        &self,
+        auth: Auth,
+        /// Makes retries safe: the same key (1 to 128 chars) from the same API
+        /// key within `server.idempotency_window_s` answers 202 with the
+        /// original `batch_id` and stores nothing; with a different body it is
+        /// a 422. Keys survive restarts.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+        body: JsonBody<LogBatchSchema>,
+    ) -> IngestResponse {
+        let read = body.read_with(&self.state);
+        self.ingest(auth, Kind::Logs, idempotency_key.0, read).await
     }
 
     /// Accept a batch of metric samples.
     ///
     /// Answers 202 only once the batch is durable on disk.
     #[oai(path = "/metrics", method = "post")]
-    async fn post_metrics(&self, auth: Auth, body: JsonBody<MetricBatchSchema>) -> IngestResponse {
-        self.ingest(auth, Kind::Metrics, body.read_with(&self.state))
+    async fn post_metrics(
+        &self,
+        auth: Auth,
+        /// As for `POST /logs`; keys are scoped per endpoint and API key.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+        body: JsonBody<MetricBatchSchema>,
+    ) -> IngestResponse {
+        let read = body.read_with(&self.state);
+        self.ingest(auth, Kind::Metrics, idempotency_key.0, read)
             .await
     }
 }
@@ -77,6 +100,7 @@ impl IngestApi {
         &self,
         auth: Auth,
         kind: Kind,
+        idempotency_key: Option<String>,
         body: impl std::future::Future<Output = Result<Vec<u8>, Rejection>>,
     ) -> IngestResponse {
         let state = &self.state;
@@ -99,15 +123,38 @@ impl IngestApi {
                 return Rejection::RateLimited { retry_after_s }.into_response(Some(headers));
             }
         };
-        match self.accept(kind, body).await {
+        let scope = match idempotency_key
+            .map(|k| self.scope(key, kind, &k))
+            .transpose()
+        {
+            Ok(scope) => scope,
+            Err(r) => return r.into_response(Some(rate)),
+        };
+        match self.accept(kind, scope, body).await {
             Ok(accepted) => IngestResponse::Accepted(Json(accepted), rate.limit, rate.remaining),
             Err(r) => r.into_response(Some(rate)),
         }
     }
 
+    /// Checks an `Idempotency-Key` and scopes it to (API key, endpoint).
+    fn scope(&self, api_key: usize, kind: Kind, key: &str) -> Result<[u8; 32], Rejection> {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(Rejection::BadHeader(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+            )));
+        }
+        let mut h = Sha256::new();
+        h.update(self.state.keys.digest(api_key));
+        h.update(kind.as_str().as_bytes());
+        h.update([0]);
+        h.update(key.as_bytes());
+        Ok(h.finalize().into())
+    }
+
     async fn accept(
         &self,
         kind: Kind,
+        scope: Option<[u8; 32]>,
         body: impl std::future::Future<Output = Result<Vec<u8>, Rejection>>,
     ) -> Result<Accepted, Rejection> {
         let state = &self.state;
@@ -116,9 +163,15 @@ impl IngestApi {
             max_batch_entries: state.config.server.max_batch_entries,
         };
         let batch = parse(kind, &bytes, limits)?;
-        drop(bytes);
         let entries = batch.len() as u64;
         let service = batch.first_service().to_string();
+        let idempotency = scope.map(|scope| IdempotencyKey {
+            scope,
+            body: Sha256::digest(&bytes).into(),
+            entries: entries as u32,
+            service: service.clone(),
+        });
+        drop(bytes);
         let record = encode_record(&batch);
         drop(batch);
         let index = IndexEntry {
@@ -127,12 +180,32 @@ impl IngestApi {
             record_bytes: u32::try_from(record.len()).unwrap_or(u32::MAX),
             enqueued_at_ms: 0,
         };
-        let seq = state
+        let appended = match state
             .queue
-            .append(record, index)
+            .append_idempotent(record, index, idempotency)
             .await
-            .map_err(Rejection::Queue)?;
-        state.stats.received(kind, entries);
+        {
+            Ok(a) => a,
+            Err(QueueError::IdempotencyConflict) => {
+                return Err(Rejection::Invalid(vec![Problem {
+                    field: "Idempotency-Key".into(),
+                    problem: "was used before with a different body".into(),
+                }]))
+            }
+            Err(e) => return Err(Rejection::Queue(e)),
+        };
+        let (seq, entries, service) = match appended {
+            Appended::Stored(seq) => {
+                state.stats.received(kind, entries);
+                (seq, entries, service)
+            }
+            // A retry: the original batch's figures, nothing counted again.
+            Appended::Replayed {
+                seq,
+                entries,
+                service,
+            } => (seq, u64::from(entries), service),
+        };
         let (logs_received, metrics_received, message) = match kind {
             Kind::Logs => (Some(entries), None, "Log batch accepted for processing"),
             Kind::Metrics => (None, Some(entries), "Metric batch accepted for processing"),

@@ -10,6 +10,8 @@
 //!   so depth, entries, bytes and oldest age are rebuilt at start-up from a
 //!   scan of small values, never by decoding records, and are then kept in
 //!   memory — no request scans the queue;
+//! - `k` + scope and `t` + time + scope: remembered `Idempotency-Key`s,
+//!   committed atomically with their batch (see `idempotency.rs`);
 //! - `m` + name: metadata — `next_seq` (so sequence numbers, and with them
 //!   Kafka `ingest-id`s, never repeat after the queue drains and restarts)
 //!   and `node_id`.
@@ -44,6 +46,7 @@
 //! `max_bytes` limits; `disk_bytes` is what the directory takes, which sled
 //! keeps at a few times the live bytes and does not hand back to the OS.
 
+mod idempotency;
 mod record;
 mod writer;
 
@@ -54,6 +57,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
+pub use idempotency::{Appended, IdempotencyKey};
 pub use record::{decode as decode_record, encode as encode_record, IndexEntry, RecordError};
 
 use crate::config::{QueueConfig, WhenFull};
@@ -63,6 +67,8 @@ const TREE_QUEUE: &str = "queue";
 const TREE_DEAD_LETTER: &str = "dead_letter";
 const PREFIX_INDEX: u8 = b'i';
 const PREFIX_RECORD: u8 = b'q';
+const PREFIX_IDEM: u8 = b'k';
+const PREFIX_IDEM_TIME: u8 = b't';
 const META_NEXT_SEQ: &[u8] = b"mnext_seq";
 const META_NODE_ID: &[u8] = b"mnode_id";
 
@@ -80,6 +86,10 @@ pub enum QueueError {
     /// The queue is shutting down. Retrying against this process never helps.
     #[error("queue is closed")]
     Closed,
+    /// The `Idempotency-Key` was used before with a different body. Retrying
+    /// the same request never helps.
+    #[error("Idempotency-Key was used before with a different body")]
+    IdempotencyConflict,
     /// The database cannot be opened: locked by another process, unreadable
     /// or corrupt. Retrying does not help until an operator acts.
     #[error("cannot open queue at {path}: {reason}")]
@@ -155,6 +165,8 @@ struct Shared {
     live: Mutex<Live>,
     /// Wakes the forwarder when a commit made new batches visible.
     appended: Notify,
+    /// How long an `Idempotency-Key` is remembered (`server.idempotency_window_s`).
+    idempotency_window_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the queue; cheap to clone.
@@ -218,12 +230,7 @@ impl Queue {
     fn open_shared(cfg: &QueueConfig) -> Result<Shared, QueueError> {
         let path = cfg.path.clone();
         std::fs::create_dir_all(&path).map_err(|e| open_err(&path, e))?;
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(cfg.cache_bytes)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|e| open_err(&path, describe_open_error(&e)))?;
+        let db = open_db(&path, cfg.cache_bytes)?;
         let tree = db.open_tree(TREE_QUEUE).map_err(|e| open_err(&path, e))?;
         let dead = db
             .open_tree(TREE_DEAD_LETTER)
@@ -267,6 +274,9 @@ impl Queue {
             when_full: cfg.when_full,
             live: Mutex::new(live),
             appended: Notify::new(),
+            idempotency_window_ms: std::sync::atomic::AtomicU64::new(
+                crate::config::DEFAULT_IDEMPOTENCY_WINDOW_S * 1000,
+            ),
         })
     }
 
@@ -279,9 +289,31 @@ impl Queue {
         &self.shared.node_id
     }
 
+    /// How long `Idempotency-Key`s are remembered.
+    pub fn set_idempotency_window(&self, window: std::time::Duration) {
+        self.shared.idempotency_window_ms.store(
+            window.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// Stores an encoded batch durably; returns its sequence number once the
     /// group commit that carried it has been synced to disk.
     pub async fn append(&self, record: Vec<u8>, index: IndexEntry) -> Result<u64, QueueError> {
+        self.append_idempotent(record, index, None)
+            .await
+            .map(|a| a.seq())
+    }
+
+    /// `append`, unless `key` names an earlier append within the window:
+    /// then nothing is stored and the earlier batch is returned (same body),
+    /// or `IdempotencyConflict` (different body).
+    pub async fn append_idempotent(
+        &self,
+        record: Vec<u8>,
+        index: IndexEntry,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Appended, QueueError> {
         let (tx, rx) = oneshot::channel();
         {
             let guard = lock(&self.writer);
@@ -291,6 +323,7 @@ impl Queue {
             w.submit(writer::Request {
                 record,
                 index,
+                idempotency: key,
                 reply: tx,
             })?;
         }
@@ -529,6 +562,37 @@ fn dead_letter_reason(v: &[u8]) -> String {
     v.get(4..4 + len as usize)
         .map(|r| String::from_utf8_lossy(r).into_owned())
         .unwrap_or_else(|| "unreadable dead letter".into())
+}
+
+/// How long `open` waits for another holder of the queue's lock to let go.
+/// NOTE: sled releases its file lock when the last internal reference is
+/// dropped, and some of those drops are deferred by its epoch-based garbage
+/// collector: reopening right after closing in the same process failed with
+/// "could not acquire lock" in 3 of 5 test runs. A process that is still
+/// exiting during a restart is the same case.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db, QueueError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::LowSpace)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(e) if is_lock_error(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(open_err(path, describe_open_error(&e))),
+        }
+    }
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
+        || e.to_string().contains("could not acquire lock")
 }
 
 /// sled reports a held lock as an opaque I/O error; say what it means.

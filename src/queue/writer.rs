@@ -13,17 +13,21 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::idempotency::{self, Appended, IdempotencyKey};
 use super::{index_key, lock, now_ms, record_key, IndexEntry, QueueError, Shared, META_NEXT_SEQ};
 use crate::config::WhenFull;
 
 /// Most appends folded into one commit, so one commit's latency stays bounded
 /// under a burst.
 const MAX_GROUP: usize = 1024;
+/// How often expired idempotency keys are swept.
+const SWEEP_EVERY_MS: u64 = 60_000;
 
 pub(crate) struct Request {
     pub record: Vec<u8>,
     pub index: IndexEntry,
-    pub reply: oneshot::Sender<Result<u64, QueueError>>,
+    pub idempotency: Option<IdempotencyKey>,
+    pub reply: oneshot::Sender<Result<Appended, QueueError>>,
 }
 
 pub(crate) struct Handle {
@@ -98,6 +102,7 @@ impl Syncer {
 }
 
 fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>, mut syncer: Syncer) {
+    let mut last_sweep_ms = 0;
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -107,15 +112,62 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>, mut syncer
             }
         }
         commit(&shared, &mut syncer, group);
+        let now = now_ms();
+        if now.saturating_sub(last_sweep_ms) >= SWEEP_EVERY_MS {
+            last_sweep_ms = now;
+            let window = shared
+                .idempotency_window_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            match idempotency::sweep(&shared.tree, now, window) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "expired idempotency keys swept"),
+                Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+            }
+        }
     }
 }
 
-/// What the capacity check decided for one commit.
+/// What the capacity and idempotency checks decided for one commit.
 struct Plan {
     accepted: Vec<(u64, Request)>,
     rejected: Vec<(Request, QueueError)>,
+    /// Retries of earlier appends: answered once this commit is durable (the
+    /// earlier append may be in this very commit).
+    replays: Vec<(Request, Appended)>,
     evicted: Vec<u64>,
     next_seq: u64,
+}
+
+/// Checks a request's idempotency key against this group and the tree.
+/// `Some` decides the request without storing it.
+fn check_key(
+    shared: &Shared,
+    k: &IdempotencyKey,
+    pending: &[(u64, &IdempotencyKey)],
+    now: u64,
+) -> Option<Result<Appended, QueueError>> {
+    let earlier = match pending.iter().find(|(_, p)| p.scope == k.scope) {
+        Some((seq, p)) => Some((*seq, p.body, p.entries, p.service.clone())),
+        None => {
+            let window = shared
+                .idempotency_window_ms
+                .load(std::sync::atomic::Ordering::Relaxed);
+            match idempotency::lookup(&shared.tree, &k.scope, now, window) {
+                Ok(r) => r.map(|r| (r.seq, r.body, r.entries, r.service)),
+                Err(e) => return Some(Err(QueueError::Disk(e.to_string()))),
+            }
+        }
+    };
+    let (seq, body, entries, service) = earlier?;
+    Some(if body == k.body {
+        Ok(Appended::Replayed {
+            seq,
+            entries,
+            service,
+        })
+    } else {
+        Err(QueueError::IdempotencyConflict)
+    })
 }
 
 fn plan(shared: &Shared, group: Vec<Request>) -> Plan {
@@ -124,13 +176,33 @@ fn plan(shared: &Shared, group: Vec<Request>) -> Plan {
     let mut bytes = live.bytes;
     let mut next_seq = live.next_seq;
     let mut oldest = live.index.iter();
+    let now = now_ms();
     let mut p = Plan {
         accepted: Vec::with_capacity(group.len()),
         rejected: Vec::new(),
+        replays: Vec::new(),
         evicted: Vec::new(),
         next_seq,
     };
     for req in group {
+        if let Some(k) = &req.idempotency {
+            let pending: Vec<(u64, &IdempotencyKey)> = p
+                .accepted
+                .iter()
+                .filter_map(|(s, r)| r.idempotency.as_ref().map(|k| (*s, k)))
+                .collect();
+            match check_key(shared, k, &pending, now) {
+                Some(Ok(replay)) => {
+                    p.replays.push((req, replay));
+                    continue;
+                }
+                Some(Err(e)) => {
+                    p.rejected.push((req, e));
+                    continue;
+                }
+                None => {}
+            }
+        }
         let len = req.record.len() as u64;
         if bytes + len > max && shared.when_full == WhenFull::DropOldest && len <= max {
             // Evict only batches already on disk; this group's are newer.
@@ -164,6 +236,7 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
     let Plan {
         accepted,
         rejected,
+        replays,
         evicted,
         next_seq,
     } = plan(shared, group);
@@ -171,6 +244,9 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
         let _ = req.reply.send(Err(err));
     }
     if accepted.is_empty() && evicted.is_empty() {
+        for (req, replay) in replays {
+            let _ = req.reply.send(Ok(replay));
+        }
         return;
     }
     let now = now_ms();
@@ -182,6 +258,9 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
         };
         batch.insert(&record_key(*seq), req.record.as_slice());
         batch.insert(&index_key(*seq), &index.encode());
+        if let Some(k) = &req.idempotency {
+            idempotency::remember(&mut batch, k, *seq, now);
+        }
     }
     for seq in &evicted {
         batch.remove(&record_key(*seq));
@@ -225,7 +304,10 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
             }
             shared.appended.notify_waiters();
             for (seq, req) in accepted {
-                let _ = req.reply.send(Ok(seq));
+                let _ = req.reply.send(Ok(Appended::Stored(seq)));
+            }
+            for (req, replay) in replays {
+                let _ = req.reply.send(Ok(replay));
             }
         }
         Err(reason) => {
@@ -233,9 +315,12 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
             // Best effort: do not let a batch that was refused be forwarded
             // later if sled kept it in memory.
             let mut undo = sled::Batch::default();
-            for (seq, _) in &accepted {
+            for (seq, req) in &accepted {
                 undo.remove(&record_key(*seq));
                 undo.remove(&index_key(*seq));
+                if let Some(k) = &req.idempotency {
+                    idempotency::forget(&mut undo, k, now);
+                }
             }
             let _ = shared.tree.apply_batch(undo);
             {
@@ -243,7 +328,11 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
                 live.next_seq = next_seq;
                 live.write_failure = Some(reason.clone());
             }
-            for (_, req) in accepted {
+            for req in accepted
+                .into_iter()
+                .map(|(_, r)| r)
+                .chain(replays.into_iter().map(|(r, _)| r))
+            {
                 let _ = req.reply.send(Err(QueueError::Disk(reason.clone())));
             }
         }
