@@ -9,7 +9,7 @@ use edge_ingester::config::{ForwarderConfig, QueueConfig};
 use edge_ingester::forward::Forwarder;
 use edge_ingester::model::{Batch, Entries, Level, LogRecord};
 use edge_ingester::queue::{encode_record, IndexEntry, Queue, Stored};
-use edge_ingester::sink::{Delivery, Sink, SubmitFuture};
+use edge_ingester::sink::{Delivery, Sink, SinkError, SubmitFuture};
 use edge_ingester::stats::Stats;
 
 /// Deliveries never complete while wedged; `reset` unwedges it.
@@ -18,6 +18,8 @@ struct WedgingSink {
     resets: AtomicUsize,
     /// What the client would say; `Some` makes a stall "explained".
     report: Option<String>,
+    /// While wedged: fail each delivery after this long instead of hanging.
+    fail_after: Option<Duration>,
     delivered: Mutex<Vec<u64>>,
 }
 
@@ -33,7 +35,13 @@ impl Sink for WedgingSink {
     fn submit<'a>(&'a self, batch: &'a Stored, _node_id: &'a str) -> SubmitFuture<'a> {
         let seq = batch.seq;
         let delivery: Delivery = if self.wedged.load(Ordering::SeqCst) {
-            Box::pin(std::future::pending())
+            match self.fail_after {
+                None => Box::pin(std::future::pending()),
+                Some(d) => Box::pin(async move {
+                    tokio::time::sleep(d).await;
+                    Err(SinkError::Retriable("producer dropped the batch".into()))
+                }),
+            }
         } else {
             self.delivered.lock().unwrap().push(seq);
             Box::pin(async { Ok(()) })
@@ -107,6 +115,7 @@ async fn silently_wedged_sink_is_reset_and_every_batch_resubmitted_in_order() {
         wedged: AtomicBool::new(true),
         resets: AtomicUsize::new(0),
         report: None,
+        fail_after: None,
         delivered: Mutex::new(Vec::new()),
     });
     let stats = Arc::new(Stats::new("Test"));
@@ -126,6 +135,7 @@ async fn a_stall_the_client_explains_is_waited_out_not_reset() {
         wedged: AtomicBool::new(true),
         resets: AtomicUsize::new(0),
         report: Some("1/1 brokers are down".into()),
+        fail_after: None,
         delivered: Mutex::new(Vec::new()),
     });
     let stats = Arc::new(Stats::new("Test"));
@@ -146,5 +156,27 @@ async fn a_stall_the_client_explains_is_waited_out_not_reset() {
     let s = stats.snapshot(queue.stats());
     assert_eq!(s.forwarder.circuit, "open");
     assert!(s.forwarder.last_error.unwrap().contains("brokers are down"));
+    queue.close();
+}
+
+/// The pattern seen in CI: each delivery hangs a few seconds, then fails with
+/// a retriable error, and the client reports nothing. A watchdog that timed
+/// single stalls never fired; the failure episode as a whole must count.
+#[tokio::test(start_paused = true)]
+async fn a_sink_that_keeps_failing_silently_is_reset_within_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with_three_batches(dir.path()).await;
+    let sink = Arc::new(WedgingSink {
+        wedged: AtomicBool::new(true),
+        resets: AtomicUsize::new(0),
+        report: None,
+        fail_after: Some(Duration::from_secs(3)),
+        delivered: Mutex::new(Vec::new()),
+    });
+    let stats = Arc::new(Stats::new("Test"));
+    run_for(&queue, sink.clone(), stats.clone(), Duration::from_secs(60)).await;
+    assert_eq!(sink.resets.load(Ordering::SeqCst), 1);
+    assert_eq!(*sink.delivered.lock().unwrap(), vec![0, 1, 2]);
+    assert_eq!(queue.stats().depth_batches, 0);
     queue.close();
 }

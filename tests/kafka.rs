@@ -342,10 +342,11 @@ fn sigkill_during_kafka_forwarding_loses_nothing() {
         }
     }
     let mut server = Binary::start(&path);
+    // Up to 120 s: a silently wedged producer is recreated after 30 s.
     rt.block_on(wait_for_stats(
         &client(),
         &server.base,
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         |s| s["queue"]["depth_batches"] == 0,
     ));
     assert!(server.sigterm().success());

@@ -43,8 +43,9 @@ use crate::stats::Stats;
 /// How long shutdown waits for deliveries already submitted; what does not
 /// finish stays queued and is sent again after the restart.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// A stall this long while the sink's client reports no error at all is
-/// taken as a wedged client and the sink is reset. NOTE: idempotent
+/// Failing this long (no success) while the sink's client reports no error
+/// at all is taken as a wedged client and the sink is reset; resets are at
+/// least this far apart. NOTE: idempotent
 /// librdkafka producers are known to get stuck silently (librdkafka #3009,
 /// confluent-kafka-python #1335: an InitProducerId retry loop); with no
 /// message timeout nothing else would ever surface it.
@@ -69,8 +70,13 @@ pub struct Forwarder {
     cursor: Option<u64>,
     /// After a retriable error: no submission before this instant.
     resume_at: Option<Instant>,
-    /// Since when the head of the window has been waiting without answer.
-    stalled_since: Option<Instant>,
+    /// Since when sends have been failing (or stalling) without a success:
+    /// the watchdog's clock. NOTE: a per-stall clock never fired in CI, where
+    /// each stall ended in a delivery error that restarted it.
+    failing_since: Option<Instant>,
+    /// The last failure cause logged, digits removed (librdkafka's texts carry
+    /// changing counts): a new cause is a state change worth a log line.
+    logged_cause: String,
 }
 
 /// What the head of the window did while we waited.
@@ -99,7 +105,8 @@ impl Forwarder {
             window: VecDeque::new(),
             cursor: None,
             resume_at: None,
-            stalled_since: None,
+            failing_since: None,
+            logged_cause: String::new(),
         }
     }
 
@@ -125,7 +132,6 @@ impl Forwarder {
             match self.await_head(stall_wait, &mut shutdown).await {
                 HeadOutcome::Done(result) => {
                     let head = self.window.pop_front().expect("window has a head");
-                    self.stalled_since = None;
                     self.finish(head, result);
                     stall_wait = self.sink.stall_after();
                 }
@@ -139,13 +145,7 @@ impl Forwarder {
                     );
                     let delay = self.on_failure(SinkError::Retriable(msg));
                     stall_wait = delay.max(self.sink.stall_after());
-                    let since = *self.stalled_since.get_or_insert_with(Instant::now);
-                    let silent = self.sink.health().is_none();
-                    if self.sink.needs_reset()
-                        || (silent && now() - since >= RESET_AFTER_SILENT_STALL)
-                    {
-                        self.reset_sink();
-                    }
+                    self.reset_if_wedged();
                 }
                 HeadOutcome::Shutdown => break,
             }
@@ -239,10 +239,6 @@ impl Forwarder {
                 self.queue.dead_letter(head.seq, &reason);
                 self.on_success();
             }
-            Err(err) if self.sink.needs_reset() => {
-                self.on_failure(err);
-                self.reset_sink();
-            }
             Err(err) => {
                 // Later batches may still be confirmed, but they would be
                 // acknowledged out of order: drop their outcomes and submit
@@ -251,7 +247,18 @@ impl Forwarder {
                 self.cursor = None;
                 let delay = self.on_failure(err);
                 self.resume_at = Some(now() + delay);
+                self.reset_if_wedged();
             }
+        }
+    }
+
+    /// The watchdog: a fatal client error, or a failure episode of
+    /// `RESET_AFTER_SILENT_STALL` during which the client reported nothing.
+    fn reset_if_wedged(&mut self) {
+        let since = *self.failing_since.get_or_insert_with(now);
+        let silent = self.sink.health().is_none();
+        if self.sink.needs_reset() || (silent && now() - since >= RESET_AFTER_SILENT_STALL) {
+            self.reset_sink();
         }
     }
 
@@ -260,7 +267,7 @@ impl Forwarder {
     /// as duplicates, in order).
     fn reset_sink(&mut self) {
         tracing::warn!(
-            stalled_s = self.stalled_since.map_or(0, |t| (now() - t).as_secs()),
+            failing_s = self.failing_since.map_or(0, |t| (now() - t).as_secs()),
             "sink client wedged or failed fatally; recreating it and resubmitting from the queue head"
         );
         if let Err(e) = self.sink.reset() {
@@ -268,7 +275,8 @@ impl Forwarder {
         }
         self.window.clear();
         self.cursor = None;
-        self.stalled_since = None;
+        // Re-arm: the next reset comes no sooner than a full period later.
+        self.failing_since = Some(now());
     }
 
     async fn drain_on_shutdown(&mut self) {
@@ -292,6 +300,8 @@ impl Forwarder {
 
     fn on_success(&mut self) {
         let was_failing = self.breaker.consecutive_failures() > 0;
+        self.failing_since = None;
+        self.logged_cause.clear();
         self.breaker.on_success();
         self.backoff.reset();
         let mut s = lock(&self.stats.forwarder);
@@ -315,10 +325,12 @@ impl Forwarder {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let delay = self.backoff.next_delay();
         let text = err.to_string();
+        self.failing_since.get_or_insert(now);
+        let cause: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
         let mut s = lock(&self.stats.forwarder);
-        // Log when an episode starts and when the circuit changes state, not
-        // per attempt (texts carry changing counts, so they are not compared).
-        if self.breaker.consecutive_failures() == 1 || before != self.breaker.circuit() {
+        // Log when the cause or the circuit state changes, not per attempt.
+        if cause != self.logged_cause || before != self.breaker.circuit() {
+            self.logged_cause = cause;
             tracing::warn!(
                 error = %text,
                 circuit = self.breaker.circuit().as_str(),
