@@ -211,7 +211,7 @@ fn open_err(path: &Path, reason: impl ToString) -> QueueError {
 impl Queue {
     /// Opens (or creates) the queue and starts its writer thread.
     pub fn open(cfg: &QueueConfig) -> Result<Queue, QueueError> {
-        let shared = Arc::new(Self::open_shared(cfg)?);
+        let shared = Arc::new(Self::open_shared(cfg, true)?);
         let writer = writer::Handle::start(shared.clone()).map_err(|e| open_err(&cfg.path, e))?;
         Ok(Queue {
             shared,
@@ -219,15 +219,16 @@ impl Queue {
         })
     }
 
-    /// Opens the database without a writer: for offline inspection.
+    /// Opens the database without a writer, writing nothing of its own: for
+    /// offline inspection.
     pub fn open_read_only(cfg: &QueueConfig) -> Result<Queue, QueueError> {
         Ok(Queue {
-            shared: Arc::new(Self::open_shared(cfg)?),
+            shared: Arc::new(Self::open_shared(cfg, false)?),
             writer: Arc::new(Mutex::new(None)),
         })
     }
 
-    fn open_shared(cfg: &QueueConfig) -> Result<Shared, QueueError> {
+    fn open_shared(cfg: &QueueConfig, writable: bool) -> Result<Shared, QueueError> {
         let path = cfg.path.clone();
         std::fs::create_dir_all(&path).map_err(|e| open_err(&path, e))?;
         let db = open_db(&path, cfg.cache_bytes)?;
@@ -256,6 +257,7 @@ impl Queue {
         let node_id = match tree.get(META_NODE_ID).map_err(|e| open_err(&path, e))? {
             _ if !cfg.node_id.is_empty() => cfg.node_id.clone(),
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None if !writable => "(none yet)".to_string(),
             None => {
                 let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
                 tree.insert(META_NODE_ID, id.as_bytes())
