@@ -116,6 +116,12 @@ impl Server {
             ),
         )?;
         let mut child = Command::new(exe)
+            // The bench's config file says everything; nothing may override it.
+            .env_remove("KAFKA_BROKERS")
+            .env_remove("EDGE_INGESTER_DATA_DIR")
+            .env_remove("EDGE_INGESTER_LISTEN")
+            .env_remove("EDGE_INGESTER_SINK")
+            .env_remove("EDGE_INGESTER_CONFIG")
             .args(["serve", "--config"])
             .arg(&config)
             .stdin(Stdio::null())

@@ -11,14 +11,7 @@ use common::*;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_edge-ingester"));
-    for var in [
-        "EDGE_INGESTER_CONFIG",
-        "EDGE_INGESTER_LISTEN",
-        "EDGE_INGESTER_DATA_DIR",
-        "EDGE_INGESTER_SINK",
-        "KAFKA_BROKERS",
-        "INGESTION_API_KEY",
-    ] {
+    for var in OVERRIDE_VARS {
         c.env_remove(var);
     }
     c

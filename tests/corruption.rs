@@ -77,3 +77,65 @@ async fn a_record_with_a_flipped_byte_goes_to_the_dead_letters_and_the_rest_is_d
     assert!(listed.starts_with("1 dead letters"), "{listed}");
     assert!(listed.contains("checksum"), "{listed}");
 }
+
+/// sled opens a truncated or overwritten log as an empty database; the
+/// queue must refuse to start over it instead of silently forgetting.
+#[test]
+fn a_truncated_or_overwritten_log_is_refused_not_silently_started_empty() {
+    for damage in ["truncate", "overwrite"] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = test_config(dir.path());
+        let path = write_config(dir.path(), "c.toml", &cfg);
+        let mut server = Binary::start(&path);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        for m in ["one", "two", "three"] {
+            let url = format!("{}/logs", server.base);
+            let status = rt
+                .block_on(post_json(&client(), &url, &log_batch(&[m.to_string()])))
+                .status();
+            assert_eq!(status, 202);
+        }
+        assert!(server.sigterm().success());
+
+        let db = cfg.queue.path.join("db");
+        match damage {
+            "truncate" => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&db)
+                .unwrap()
+                .set_len(100)
+                .unwrap(),
+            _ => {
+                use std::io::{Seek, Write};
+                let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+                f.seek(std::io::SeekFrom::Start(0)).unwrap();
+                let noise: Vec<u8> = (0..4096u32)
+                    .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                    .collect();
+                f.write_all(&noise).unwrap();
+            }
+        }
+
+        let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_edge-ingester"));
+        for var in OVERRIDE_VARS {
+            serve.env_remove(var);
+        }
+        let out = serve
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{damage}: {err}");
+        assert!(err.contains("lost acknowledged batches"), "{damage}: {err}");
+        assert!(err.contains("move the directory aside"), "{damage}: {err}");
+
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-ingester"))
+            .args(["queue", "inspect", "--data-dir"])
+            .arg(&cfg.queue.path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{damage}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("lost acknowledged batches"));
+    }
+}

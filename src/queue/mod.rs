@@ -47,6 +47,7 @@
 //! keeps at a few times the live bytes and does not hand back to the OS.
 
 mod idempotency;
+mod ledger;
 mod record;
 mod writer;
 
@@ -132,6 +133,9 @@ struct Live {
     bytes: u64,
     entries: u64,
     next_seq: u64,
+    /// `next_seq` as of the last successful commit: what the ledger may
+    /// record (a failed commit burns sequence numbers sled never kept).
+    committed_next_seq: u64,
     dropped: u64,
     dead_letters: u64,
     /// Set by a failed commit, cleared by the next good one (`/ready`).
@@ -167,6 +171,8 @@ struct Shared {
     appended: Notify,
     /// How long an `Idempotency-Key` is remembered (`server.idempotency_window_s`).
     idempotency_window_ms: std::sync::atomic::AtomicU64,
+    /// The committed high-water mark kept outside sled (see `ledger.rs`).
+    ledger: ledger::Ledger,
 }
 
 /// Handle to the queue; cheap to clone.
@@ -252,7 +258,29 @@ impl Queue {
             .unwrap_or(0);
         let after_last = live.index.keys().next_back().map_or(0, |s| s + 1);
         live.next_seq = stored_next.max(after_last);
+        live.committed_next_seq = live.next_seq;
         live.dead_letters = dead.len() as u64;
+
+        let ledger = ledger::Ledger::new(&path);
+        if let Some(recorded) = ledger.read() {
+            if live.next_seq < recorded {
+                return Err(open_err(
+                    &path,
+                    format!(
+                        "the queue database has lost acknowledged batches: it ends at sequence {} \
+                         but {recorded} were committed (its log file was truncated or replaced). \
+                         Refusing to start over it. Inspect it with `edge-ingester queue inspect`; \
+                         to start empty, move the directory aside",
+                        live.next_seq
+                    ),
+                ));
+            }
+        }
+        if writable {
+            ledger
+                .write(live.next_seq)
+                .map_err(|e| open_err(&path, e))?;
+        }
 
         let node_id = match tree.get(META_NODE_ID).map_err(|e| open_err(&path, e))? {
             _ if !cfg.node_id.is_empty() => cfg.node_id.clone(),
@@ -279,6 +307,7 @@ impl Queue {
             idempotency_window_ms: std::sync::atomic::AtomicU64::new(
                 crate::config::DEFAULT_IDEMPOTENCY_WINDOW_S * 1000,
             ),
+            ledger,
         })
     }
 
@@ -507,11 +536,17 @@ impl Queue {
     /// Stops the writer after it committed what was submitted, then flushes.
     pub fn close(&self) {
         let writer = lock(&self.writer).take();
+        let had_writer = writer.is_some();
         if let Some(w) = writer {
             w.shutdown();
         }
         if let Err(e) = self.shared.db.flush() {
             tracing::error!(error = %e, "final queue flush failed");
+        } else if had_writer {
+            let committed = self.live().committed_next_seq;
+            if let Err(e) = self.shared.ledger.write(committed) {
+                tracing::error!(error = %e, "cannot update the queue ledger");
+            }
         }
         self.shared.appended.notify_waiters();
     }

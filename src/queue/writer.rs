@@ -22,6 +22,9 @@ use crate::config::WhenFull;
 const MAX_GROUP: usize = 1024;
 /// How often expired idempotency keys are swept.
 const SWEEP_EVERY_MS: u64 = 60_000;
+/// How often the ledger records the committed high-water mark: one extra
+/// fsync a second at most, off the acknowledgement path.
+const LEDGER_EVERY_MS: u64 = 1_000;
 
 pub(crate) struct Request {
     pub record: Vec<u8>,
@@ -103,6 +106,7 @@ impl Syncer {
 
 fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>, mut syncer: Syncer) {
     let mut last_sweep_ms = 0;
+    let mut last_ledger_ms = now_ms();
     while let Some(first) = rx.blocking_recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -113,6 +117,15 @@ fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>, mut syncer
         }
         commit(&shared, &mut syncer, group);
         let now = now_ms();
+        if now.saturating_sub(last_ledger_ms) >= LEDGER_EVERY_MS {
+            last_ledger_ms = now;
+            // Only what the commit above made durable: the ledger never runs
+            // ahead of sled, so a crash cannot make it cry wolf.
+            let committed = lock(&shared.live).committed_next_seq;
+            if let Err(e) = shared.ledger.write(committed) {
+                tracing::warn!(error = %e, "cannot update the queue ledger");
+            }
+        }
         if now.saturating_sub(last_sweep_ms) >= SWEEP_EVERY_MS {
             last_sweep_ms = now;
             let window = shared
@@ -280,6 +293,7 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
             {
                 let mut live = lock(&shared.live);
                 live.next_seq = next_seq;
+                live.committed_next_seq = next_seq;
                 live.write_failure = None;
                 for seq in &evicted {
                     if live.remove(*seq).is_some() {

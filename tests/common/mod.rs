@@ -15,6 +15,16 @@ use tokio::sync::oneshot;
 
 pub const KEY: &str = "test-key";
 
+/// Environment variables that override the config file of a spawned server.
+pub const OVERRIDE_VARS: [&str; 6] = [
+    "EDGE_INGESTER_CONFIG",
+    "EDGE_INGESTER_LISTEN",
+    "EDGE_INGESTER_DATA_DIR",
+    "EDGE_INGESTER_SINK",
+    "KAFKA_BROKERS",
+    "INGESTION_API_KEY",
+];
+
 /// A config for tests: its own queue dir, a generous rate limit, and a
 /// failing sink with long backoff so accepted batches stay queued.
 pub fn test_config(dir: &Path) -> Config {
@@ -157,7 +167,14 @@ impl Binary {
     }
 
     pub fn start_exe(exe: &Path, config_path: &Path) -> Binary {
-        let mut child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        // NOTE: these variables override the config file (flag > env > file),
+        // and CI exports KAFKA_BROKERS for the real-broker test: inherited,
+        // it pointed every mock-cluster test's server at tansu instead.
+        for var in OVERRIDE_VARS {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(config_path)
             .stdin(Stdio::null())
