@@ -115,13 +115,12 @@ impl Server {
                 dir.join("queue").display()
             ),
         )?;
-        let mut child = Command::new(exe)
-            // The bench's config file says everything; nothing may override it.
-            .env_remove("KAFKA_BROKERS")
-            .env_remove("EDGE_INGESTER_DATA_DIR")
-            .env_remove("EDGE_INGESTER_LISTEN")
-            .env_remove("EDGE_INGESTER_SINK")
-            .env_remove("EDGE_INGESTER_CONFIG")
+        let mut cmd = Command::new(exe);
+        // The bench's config file says everything; nothing may override it.
+        for var in crate::cli::OVERRIDE_ENV {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&config)
             .stdin(Stdio::null())
@@ -134,7 +133,7 @@ impl Server {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
+                if let Some(addr) = line.split(crate::LISTENING_ON).nth(1) {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr.trim().to_string());
                     }

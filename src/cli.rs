@@ -12,6 +12,18 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, ConfigError, SinkKind};
 use crate::queue::{Queue, QueueStats};
 
+/// Environment variables that override the config file (SPEC §2). A process
+/// that starts a server with its own config file must clear them, or an
+/// inherited `KAFKA_BROKERS` silently redirects it (it did, in CI).
+pub const OVERRIDE_ENV: [&str; 6] = [
+    "EDGE_INGESTER_CONFIG",
+    "EDGE_INGESTER_LISTEN",
+    "EDGE_INGESTER_DATA_DIR",
+    "EDGE_INGESTER_SINK",
+    "KAFKA_BROKERS",
+    "INGESTION_API_KEY",
+];
+
 /// Used when no `--config` is given and this file exists.
 pub const DEFAULT_CONFIG_PATH: &str = "config/edge-ingester.toml";
 

@@ -47,6 +47,10 @@ use crate::sink::mock::MockSink;
 use crate::sink::Sink;
 use crate::stats::Stats;
 
+/// Logged with the bound address at start-up; tests and the bench read it to
+/// find a port the OS chose (`--listen 127.0.0.1:0`).
+pub const LISTENING_ON: &str = "listening on ";
+
 /// How long shutdown waits for in-flight requests before closing connections.
 const GRACEFUL_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -121,7 +125,7 @@ pub async fn run(
         stats,
     });
     // Tests and the bench read this line to find a port chosen by the OS.
-    tracing::info!(target: "edge_ingester", "listening on {}", listener.local_addr()?);
+    tracing::info!(target: "edge_ingester", "{LISTENING_ON}{}", listener.local_addr()?);
     let acceptor = TcpAcceptor::from_tokio(listener)?;
     let served = Server::new_with_acceptor(LimitedAcceptor::new(acceptor, max_connections))
         .run_with_graceful_shutdown(api::app(state), shutdown, Some(GRACEFUL_HTTP_TIMEOUT))

@@ -5,7 +5,7 @@
 //! Batching is natural, not timed: while one commit syncs, new requests queue
 //! up in the channel and all of them go into the next commit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -156,10 +156,10 @@ struct Plan {
 fn check_key(
     shared: &Shared,
     k: &IdempotencyKey,
-    pending: &[(u64, &IdempotencyKey)],
+    pending: &HashMap<[u8; 32], (u64, IdempotencyKey)>,
     now: u64,
 ) -> Option<Result<Appended, QueueError>> {
-    let earlier = match pending.iter().find(|(_, p)| p.scope == k.scope) {
+    let earlier = match pending.get(&k.scope) {
         Some((seq, p)) => Some((*seq, p.body, p.entries, p.service.clone())),
         None => {
             let window = shared
@@ -197,13 +197,11 @@ fn plan(shared: &Shared, group: Vec<Request>) -> Plan {
         evicted: Vec::new(),
         next_seq,
     };
+    // Keys accepted earlier in this group, so a concurrent retry in the same
+    // commit replays instead of storing twice.
+    let mut pending: HashMap<[u8; 32], (u64, IdempotencyKey)> = HashMap::new();
     for req in group {
         if let Some(k) = &req.idempotency {
-            let pending: Vec<(u64, &IdempotencyKey)> = p
-                .accepted
-                .iter()
-                .filter_map(|(s, r)| r.idempotency.as_ref().map(|k| (*s, k)))
-                .collect();
             match check_key(shared, k, &pending, now) {
                 Some(Ok(replay)) => {
                     p.replays.push((req, replay));
@@ -238,6 +236,9 @@ fn plan(shared: &Shared, group: Vec<Request>) -> Plan {
             continue;
         }
         bytes += len;
+        if let Some(k) = &req.idempotency {
+            pending.insert(k.scope, (next_seq, k.clone()));
+        }
         p.accepted.push((next_seq, req));
         next_seq += 1;
     }

@@ -16,14 +16,7 @@ use tokio::sync::oneshot;
 pub const KEY: &str = "test-key";
 
 /// Environment variables that override the config file of a spawned server.
-pub const OVERRIDE_VARS: [&str; 6] = [
-    "EDGE_INGESTER_CONFIG",
-    "EDGE_INGESTER_LISTEN",
-    "EDGE_INGESTER_DATA_DIR",
-    "EDGE_INGESTER_SINK",
-    "KAFKA_BROKERS",
-    "INGESTION_API_KEY",
-];
+pub use edge_ingester::cli::OVERRIDE_ENV as OVERRIDE_VARS;
 
 /// A config for tests: its own queue dir, a generous rate limit, and a
 /// failing sink with long backoff so accepted batches stay queued.
@@ -188,7 +181,7 @@ impl Binary {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split("listening on ").nth(1) {
+                if let Some(addr) = line.split(edge_ingester::LISTENING_ON).nth(1) {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr.trim().to_string());
                     }
