@@ -50,6 +50,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// confluent-kafka-python #1335: an InitProducerId retry loop); with no
 /// message timeout nothing else would ever surface it.
 const RESET_AFTER_SILENT_STALL: Duration = Duration::from_secs(30);
+/// How soon a batch the disk failed to read is tried again.
+const READ_RETRY: Duration = Duration::from_secs(1);
 
 /// A batch handed to the sink and not yet confirmed.
 struct InFlight {
@@ -77,6 +79,8 @@ pub struct Forwarder {
     /// The last failure cause logged, digits removed (librdkafka's texts carry
     /// changing counts): a new cause is a state change worth a log line.
     logged_cause: String,
+    /// Removing delivered batches from disk is failing (logged once).
+    ack_failing: bool,
 }
 
 /// What the head of the window did while we waited.
@@ -107,6 +111,7 @@ impl Forwarder {
             resume_at: None,
             failing_since: None,
             logged_cause: String::new(),
+            ack_failing: false,
         }
     }
 
@@ -179,12 +184,22 @@ impl Forwarder {
             let Some((seq, _)) = self.queue.next_after(self.cursor) else {
                 break;
             };
-            self.cursor = Some(seq);
             let stored = match self.queue.read(seq) {
                 Ok(Some(s)) => s,
                 // Gone meanwhile (evicted), or undecodable and dead-lettered.
-                Ok(None) | Err(_) => continue,
+                Ok(None) => {
+                    self.cursor = Some(seq);
+                    continue;
+                }
+                // The disk failed to read it: still queued, look again soon
+                // (the cursor stays before it).
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "cannot read queued batch; retrying");
+                    self.resume_at = Some(now + READ_RETRY);
+                    return self.resume_at;
+                }
             };
+            self.cursor = Some(seq);
             let (kind, n) = (stored.batch.kind(), stored.batch.len() as u64);
             match self.sink.submit(&stored, self.queue.node_id()).await {
                 Ok(delivery) => {
@@ -227,10 +242,16 @@ impl Forwarder {
     fn finish(&mut self, head: InFlight, result: Result<(), SinkError>) {
         match result {
             Ok(()) => {
-                if let Err(e) = self.queue.ack(head.seq) {
-                    // Delivered but not removed: sent again after a restart,
-                    // with the same ingest-ids.
-                    tracing::error!(seq = head.seq, error = %e, "cannot remove delivered batch");
+                match self.queue.ack(head.seq) {
+                    Ok(()) => self.ack_failing = false,
+                    // The queue forgets it anyway and removes it from disk
+                    // once the disk recovers; after a crash it is sent again
+                    // with the same ingest-ids. Logged once per episode.
+                    Err(e) if !self.ack_failing => {
+                        self.ack_failing = true;
+                        tracing::error!(seq = head.seq, error = %e, "cannot remove delivered batches from disk");
+                    }
+                    Err(_) => {}
                 }
                 self.stats.sent(head.kind, head.entries);
                 self.on_success();

@@ -56,7 +56,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 pub use idempotency::{Appended, IdempotencyKey};
 pub use record::{decode as decode_record, encode as encode_record, IndexEntry, RecordError};
@@ -82,7 +82,7 @@ pub enum QueueError {
     Full { bytes: u64, max_bytes: u64 },
     /// A write, flush or sync failed (ENOSPC, EIO). Nothing was acknowledged;
     /// retrying helps once the disk recovers.
-    #[error("queue write failed: {0}")]
+    #[error("queue disk error: {0}")]
     Disk(String),
     /// The queue is shutting down. Retrying against this process never helps.
     #[error("queue is closed")]
@@ -158,10 +158,33 @@ impl Live {
     }
 }
 
-struct Shared {
+/// The open sled database and its trees. Swapped as a whole when the writer
+/// reopens the database after a write failure (see `writer.rs`).
+#[derive(Clone)]
+struct Store {
     db: sled::Db,
     tree: sled::Tree,
     dead: sled::Tree,
+}
+
+impl Store {
+    fn open(path: &Path, cache_bytes: u64) -> Result<Store, QueueError> {
+        let db = open_db(path, cache_bytes)?;
+        let tree = db.open_tree(TREE_QUEUE).map_err(|e| open_err(path, e))?;
+        let dead = db
+            .open_tree(TREE_DEAD_LETTER)
+            .map_err(|e| open_err(path, e))?;
+        Ok(Store { db, tree, dead })
+    }
+}
+
+struct Shared {
+    /// NOTE: sled keeps the first I/O error it meets (ENOSPC, EIO) as a
+    /// global error and fails every later write with it, so the only way
+    /// back after the disk recovers is a new `Db`; hence the lock.
+    /// `None` only while the writer reopens it.
+    store: std::sync::RwLock<Option<Store>>,
+    cache_bytes: u64,
     path: PathBuf,
     node_id: String,
     max_bytes: u64,
@@ -214,6 +237,19 @@ fn open_err(path: &Path, reason: impl ToString) -> QueueError {
     }
 }
 
+impl Shared {
+    fn store(&self) -> Result<Store, QueueError> {
+        let guard = self.store.read().unwrap_or_else(|p| p.into_inner());
+        guard
+            .clone()
+            .ok_or_else(|| QueueError::Disk("the queue database is being reopened".into()))
+    }
+
+    fn set_store(&self, store: Option<Store>) {
+        *self.store.write().unwrap_or_else(|p| p.into_inner()) = store;
+    }
+}
+
 impl Queue {
     /// Opens (or creates) the queue and starts its writer thread.
     pub fn open(cfg: &QueueConfig) -> Result<Queue, QueueError> {
@@ -237,11 +273,8 @@ impl Queue {
     fn open_shared(cfg: &QueueConfig, writable: bool) -> Result<Shared, QueueError> {
         let path = cfg.path.clone();
         std::fs::create_dir_all(&path).map_err(|e| open_err(&path, e))?;
-        let db = open_db(&path, cfg.cache_bytes)?;
-        let tree = db.open_tree(TREE_QUEUE).map_err(|e| open_err(&path, e))?;
-        let dead = db
-            .open_tree(TREE_DEAD_LETTER)
-            .map_err(|e| open_err(&path, e))?;
+        let store = Store::open(&path, cfg.cache_bytes)?;
+        let Store { db, tree, dead } = &store;
 
         let mut live = Live::default();
         for item in tree.scan_prefix([PREFIX_INDEX]) {
@@ -295,9 +328,8 @@ impl Queue {
             }
         };
         Ok(Shared {
-            db,
-            tree,
-            dead,
+            store: std::sync::RwLock::new(Some(store)),
+            cache_bytes: cfg.cache_bytes,
             path,
             node_id,
             max_bytes: cfg.max_bytes,
@@ -313,6 +345,10 @@ impl Queue {
 
     fn live(&self) -> MutexGuard<'_, Live> {
         lock(&self.shared.live)
+    }
+
+    fn store(&self) -> Result<Store, QueueError> {
+        self.shared.store()
     }
 
     /// Generated once per queue directory; prefixes every `ingest-id`.
@@ -371,63 +407,77 @@ impl Queue {
         range.next().map(|(s, e)| (*s, *e))
     }
 
-    /// Reads and decodes one batch. `Ok(None)`: gone meanwhile (dropped or
-    /// acknowledged). A record that fails to decode is moved to the dead
-    /// letters with the reason and reported as `Err`, so the queue moves on.
-    pub fn read(&self, seq: u64) -> Result<Option<Stored>, RecordError> {
-        let bytes = match self.shared.tree.get(record_key(seq)) {
+    /// Reads and decodes one batch. `Ok(None)`: nothing to send — gone
+    /// meanwhile (dropped or acknowledged), or undecodable and therefore
+    /// moved to the dead letters with the reason, so the queue moves on.
+    /// `Err`: the disk could not be read; the batch is still there.
+    pub fn read(&self, seq: u64) -> Result<Option<Stored>, QueueError> {
+        let bytes = match self.store()?.tree.get(record_key(seq)) {
             Ok(Some(b)) => b,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(RecordError::Decode(format!("sled read failed: {e}"))),
+            Err(e) => return Err(QueueError::Disk(e.to_string())),
         };
         match record::decode(&bytes) {
             Ok(batch) => Ok(Some(Stored { seq, batch })),
             Err(err) => {
                 self.dead_letter(seq, &err.to_string());
-                Err(err)
+                Ok(None)
             }
         }
     }
 
     /// Removes a delivered batch. Not synced on its own (see the contract).
+    /// The batch leaves the live index even if the disk write fails: it was
+    /// delivered, and the writer removes it from disk when it reopens the
+    /// database (`writer::reopen`) — or, after a crash, it is sent again.
     pub fn ack(&self, seq: u64) -> Result<(), QueueError> {
         let mut b = sled::Batch::default();
         b.remove(&record_key(seq));
         b.remove(&index_key(seq));
-        self.shared
-            .tree
-            .apply_batch(b)
-            .map_err(|e| QueueError::Disk(e.to_string()))?;
+        let removed = self.store().and_then(|s| {
+            s.tree
+                .apply_batch(b)
+                .map_err(|e| QueueError::Disk(e.to_string()))
+        });
         self.live().remove(seq);
-        Ok(())
+        removed
     }
 
     /// Moves a batch that can never be delivered to the dead-letter tree,
-    /// with the reason, so the queue keeps moving.
+    /// with the reason, so the queue keeps moving. If the disk refuses the
+    /// move, the batch stays queued and is tried again on a later pass.
     pub fn dead_letter(&self, seq: u64, reason: &str) {
-        let record = match self.shared.tree.get(record_key(seq)) {
+        let store = match self.store() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(seq, reason, error = %e, "cannot move batch to dead letters");
+                return;
+            }
+        };
+        let record = match store.tree.get(record_key(seq)) {
             Ok(Some(r)) => r.to_vec(),
             _ => Vec::new(),
         };
         let value = dead_letter_value(reason, &record);
-        let moved = self
-            .shared
+        let moved = store
             .dead
             .insert(seq.to_be_bytes(), value)
             .and_then(|_| {
                 let mut b = sled::Batch::default();
                 b.remove(&record_key(seq));
                 b.remove(&index_key(seq));
-                self.shared.tree.apply_batch(b)
+                store.tree.apply_batch(b)
             })
-            .and_then(|_| self.shared.db.flush().map(|_| ()));
-        let mut live = self.live();
-        live.remove(seq);
+            .and_then(|_| store.db.flush().map(|_| ()));
         match moved {
-            Ok(()) => live.dead_letters += 1,
-            Err(e) => tracing::error!(seq, error = %e, "cannot move batch to dead letters"),
+            Ok(()) => {
+                let mut live = self.live();
+                live.remove(seq);
+                live.dead_letters += 1;
+                tracing::warn!(seq, reason, "batch moved to dead letters");
+            }
+            Err(e) => tracing::error!(seq, reason, error = %e, "cannot move batch to dead letters"),
         }
-        tracing::warn!(seq, reason, "batch moved to dead letters");
     }
 
     /// Appends every decodable dead letter to the tail of the queue (new
@@ -435,7 +485,8 @@ impl Queue {
     /// (replayed, kept because undecodable).
     pub async fn replay_dead_letters(&self) -> Result<(u64, u64), QueueError> {
         let (mut replayed, mut kept) = (0, 0);
-        for item in self.shared.dead.iter() {
+        let store = self.store()?;
+        for item in store.dead.iter() {
             let (k, v) = item.map_err(|e| QueueError::Disk(e.to_string()))?;
             let Some(record) = dead_letter_record(&v) else {
                 kept += 1;
@@ -452,14 +503,14 @@ impl Queue {
                 enqueued_at_ms: 0,
             };
             self.append(record.to_vec(), index).await?;
-            self.shared
+            store
                 .dead
                 .remove(k)
                 .map_err(|e| QueueError::Disk(e.to_string()))?;
             self.live().dead_letters -= 1;
             replayed += 1;
         }
-        self.shared
+        store
             .db
             .flush()
             .map_err(|e| QueueError::Disk(e.to_string()))?;
@@ -522,7 +573,10 @@ impl Queue {
 
     /// Dead letters as (seq, reason), oldest first.
     pub fn dead_letters(&self) -> Vec<(u64, String)> {
-        self.shared
+        let Ok(store) = self.store() else {
+            return Vec::new();
+        };
+        store
             .dead
             .iter()
             .filter_map(Result::ok)
@@ -540,7 +594,10 @@ impl Queue {
         if let Some(w) = writer {
             w.shutdown();
         }
-        if let Err(e) = self.shared.db.flush() {
+        let flushed = self
+            .store()
+            .and_then(|s| s.db.flush().map_err(|e| QueueError::Disk(e.to_string())));
+        if let Err(e) = flushed {
             tracing::error!(error = %e, "final queue flush failed");
         } else if had_writer {
             let committed = self.live().committed_next_seq;
@@ -652,4 +709,4 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Sending side of the writer, used by `append`.
-pub(crate) type WriteSender = mpsc::UnboundedSender<writer::Request>;
+pub(crate) type WriteSender = std::sync::mpsc::Sender<writer::Request>;

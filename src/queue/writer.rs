@@ -11,10 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
 
 use super::idempotency::{self, Appended, IdempotencyKey};
-use super::{index_key, lock, now_ms, record_key, IndexEntry, QueueError, Shared, META_NEXT_SEQ};
+use super::{
+    index_key, lock, now_ms, record_key, seq_of, IndexEntry, QueueError, Shared, Store,
+    META_NEXT_SEQ, PREFIX_INDEX,
+};
 use crate::config::WhenFull;
 
 /// Most appends folded into one commit, so one commit's latency stays bounded
@@ -25,6 +31,9 @@ const SWEEP_EVERY_MS: u64 = 60_000;
 /// How often the ledger records the committed high-water mark: one extra
 /// fsync a second at most, off the acknowledgement path.
 const LEDGER_EVERY_MS: u64 = 1_000;
+/// After a failed commit, how often the writer tries to reopen the database
+/// (and so how soon it notices that space came back).
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) struct Request {
     pub record: Vec<u8>,
@@ -40,11 +49,16 @@ pub(crate) struct Handle {
 
 impl Handle {
     pub fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel();
         let syncer = Syncer::new(&shared.path)?;
+        let writer = Writer {
+            shared,
+            syncer,
+            failure: None,
+        };
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || run(shared, rx, syncer))?;
+            .spawn(move || writer.run(rx))?;
         Ok(Handle { tx, thread })
     }
 
@@ -104,40 +118,184 @@ impl Syncer {
     }
 }
 
-fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>, mut syncer: Syncer) {
-    let mut last_sweep_ms = 0;
-    let mut last_ledger_ms = now_ms();
-    while let Some(first) = rx.blocking_recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(r) => group.push(r),
-                Err(_) => break,
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    syncer: Syncer,
+    /// Set by a failed commit; cleared once the database is reopened.
+    failure: Option<Failure>,
+}
+
+/// A failed commit, and what must be undone before writing again.
+struct Failure {
+    reason: String,
+    last_attempt: Instant,
+    /// Idempotency keys remembered by failed commits (with their time): a
+    /// retry must not be answered with a batch that was never stored.
+    forget: Vec<(IdempotencyKey, u64)>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Request>) {
+        let mut last_sweep_ms = 0;
+        let mut last_ledger_ms = now_ms();
+        loop {
+            // While failed, wake up on a timer too, so the service recovers
+            // (and `/ready` turns 200) without waiting for a request.
+            let first = match &self.failure {
+                None => rx.recv().ok(),
+                Some(_) => match rx.recv_timeout(REOPEN_EVERY) {
+                    Ok(r) => Some(r),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            if first.is_none() && self.failure.is_none() {
+                break; // every sender is gone: shutdown
             }
-        }
-        commit(&shared, &mut syncer, group);
-        let now = now_ms();
-        if now.saturating_sub(last_ledger_ms) >= LEDGER_EVERY_MS {
-            last_ledger_ms = now;
-            // Only what the commit above made durable: the ledger never runs
-            // ahead of sled, so a crash cannot make it cry wolf.
-            let committed = lock(&shared.live).committed_next_seq;
-            if let Err(e) = shared.ledger.write(committed) {
-                tracing::warn!(error = %e, "cannot update the queue ledger");
+            self.recover_if_due();
+            let Some(first) = first else { continue };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
             }
-        }
-        if now.saturating_sub(last_sweep_ms) >= SWEEP_EVERY_MS {
-            last_sweep_ms = now;
-            let window = shared
-                .idempotency_window_ms
-                .load(std::sync::atomic::Ordering::Relaxed);
-            match idempotency::sweep(&shared.tree, now, window) {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(removed = n, "expired idempotency keys swept"),
-                Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+            if let Some(f) = &self.failure {
+                // Not touching a database that failed: answer at once.
+                for req in group {
+                    let _ = req.reply.send(Err(QueueError::Disk(f.reason.clone())));
+                }
+                continue;
+            }
+            let store = match self.shared.store() {
+                Ok(s) => s,
+                Err(e) => {
+                    for req in group {
+                        let _ = req.reply.send(Err(QueueError::Disk(e.to_string())));
+                    }
+                    continue;
+                }
+            };
+            if let Err((reason, forget)) = commit(&self.shared, &store, &mut self.syncer, group) {
+                self.fail(reason, forget);
+                continue;
+            }
+            let now = now_ms();
+            if now.saturating_sub(last_ledger_ms) >= LEDGER_EVERY_MS {
+                last_ledger_ms = now;
+                // Only what the commit above made durable: the ledger never
+                // runs ahead of sled, so a crash cannot make it cry wolf.
+                let committed = lock(&self.shared.live).committed_next_seq;
+                if let Err(e) = self.shared.ledger.write(committed) {
+                    tracing::warn!(error = %e, "cannot update the queue ledger");
+                }
+            }
+            if now.saturating_sub(last_sweep_ms) >= SWEEP_EVERY_MS {
+                last_sweep_ms = now;
+                let window = self
+                    .shared
+                    .idempotency_window_ms
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                match idempotency::sweep(&store.tree, now, window) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "expired idempotency keys swept"),
+                    Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+                }
             }
         }
     }
+
+    fn fail(&mut self, reason: String, forget: Vec<(IdempotencyKey, u64)>) {
+        lock(&self.shared.live).write_failure = Some(reason.clone());
+        match &mut self.failure {
+            Some(f) => f.forget.extend(forget),
+            None => {
+                tracing::error!(error = %reason, "queue write failed; answering 503 until the database is reopened");
+                self.failure = Some(Failure {
+                    reason,
+                    last_attempt: Instant::now(),
+                    forget,
+                });
+            }
+        }
+    }
+
+    /// Reopens the database once `REOPEN_EVERY` has passed since the last try.
+    fn recover_if_due(&mut self) {
+        let Some(f) = &mut self.failure else { return };
+        if f.last_attempt.elapsed() < REOPEN_EVERY {
+            return;
+        }
+        f.last_attempt = Instant::now();
+        match reopen(&self.shared, &f.forget) {
+            Ok(syncer) => {
+                self.syncer = syncer;
+                self.failure = None;
+                lock(&self.shared.live).write_failure = None;
+                tracing::info!("queue database reopened; accepting batches again");
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "queue database still failing");
+                lock(&self.shared.live).write_failure = Some(e.clone());
+                if let Some(f) = &mut self.failure {
+                    f.reason = e;
+                }
+            }
+        }
+    }
+}
+
+/// Replaces a database that failed a write with a freshly opened one, and
+/// makes it agree with what was acknowledged:
+/// - batches on disk that the live index no longer has are removed — those
+///   of failed commits (refused with 503; sled may have kept them) and those
+///   delivered or dropped while the disk refused removals;
+/// - idempotency keys of failed commits are forgotten;
+/// - all of it synced before the first new commit.
+///
+/// A batch in the live index but missing on disk would be an acknowledged
+/// batch lost; it cannot happen when fdatasync told the truth, and is logged
+/// if it does.
+fn reopen(shared: &Shared, forget: &[(IdempotencyKey, u64)]) -> Result<Syncer, String> {
+    // sled keeps its file lock until the last handle is gone: drop ours first.
+    shared.set_store(None);
+    let store = Store::open(&shared.path, shared.cache_bytes).map_err(|e| e.to_string())?;
+    shared.set_store(Some(store.clone()));
+    let mut fix = sled::Batch::default();
+    for (k, created) in forget {
+        idempotency::forget(&mut fix, k, *created);
+    }
+    let live = lock(&shared.live);
+    let mut on_disk = 0;
+    let mut stale = 0;
+    for item in store.tree.scan_prefix([PREFIX_INDEX]) {
+        let (k, _) = item.map_err(|e| e.to_string())?;
+        let Some(seq) = seq_of(&k) else { continue };
+        on_disk += 1;
+        if !live.index.contains_key(&seq) {
+            fix.remove(&record_key(seq));
+            fix.remove(&index_key(seq));
+            stale += 1;
+        }
+    }
+    let missing = (live.index.len() as u64).saturating_sub(on_disk - stale);
+    if missing > 0 {
+        tracing::error!(
+            missing,
+            "acknowledged batches missing after reopening the queue database"
+        );
+    }
+    store.tree.apply_batch(fix).map_err(|e| e.to_string())?;
+    drop(live);
+    store.db.flush().map_err(|e| e.to_string())?;
+    let mut syncer = Syncer::new(&shared.path).map_err(|e| e.to_string())?;
+    syncer.sync().map_err(|e| e.to_string())?;
+    if stale > 0 {
+        tracing::info!(removed = stale, "stale batches removed after reopening");
+    }
+    Ok(syncer)
 }
 
 /// What the capacity and idempotency checks decided for one commit.
@@ -155,6 +313,7 @@ struct Plan {
 /// `Some` decides the request without storing it.
 fn check_key(
     shared: &Shared,
+    tree: &sled::Tree,
     k: &IdempotencyKey,
     pending: &HashMap<[u8; 32], (u64, IdempotencyKey)>,
     now: u64,
@@ -165,7 +324,7 @@ fn check_key(
             let window = shared
                 .idempotency_window_ms
                 .load(std::sync::atomic::Ordering::Relaxed);
-            match idempotency::lookup(&shared.tree, &k.scope, now, window) {
+            match idempotency::lookup(tree, &k.scope, now, window) {
                 Ok(r) => r.map(|r| (r.seq, r.body, r.entries, r.service)),
                 Err(e) => return Some(Err(QueueError::Disk(e.to_string()))),
             }
@@ -183,7 +342,7 @@ fn check_key(
     })
 }
 
-fn plan(shared: &Shared, group: Vec<Request>) -> Plan {
+fn plan(shared: &Shared, tree: &sled::Tree, group: Vec<Request>) -> Plan {
     let live = lock(&shared.live);
     let max = shared.max_bytes;
     let mut bytes = live.bytes;
@@ -202,7 +361,7 @@ fn plan(shared: &Shared, group: Vec<Request>) -> Plan {
     let mut pending: HashMap<[u8; 32], (u64, IdempotencyKey)> = HashMap::new();
     for req in group {
         if let Some(k) = &req.idempotency {
-            match check_key(shared, k, &pending, now) {
+            match check_key(shared, tree, k, &pending, now) {
                 Some(Ok(replay)) => {
                     p.replays.push((req, replay));
                     continue;
@@ -246,14 +405,23 @@ fn plan(shared: &Shared, group: Vec<Request>) -> Plan {
     p
 }
 
-fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
+/// A failed commit: why, and the idempotency keys it may have left behind.
+type CommitError = (String, Vec<(IdempotencyKey, u64)>);
+
+/// Commits one group and answers every request in it.
+fn commit(
+    shared: &Shared,
+    store: &Store,
+    syncer: &mut Syncer,
+    group: Vec<Request>,
+) -> Result<(), CommitError> {
     let Plan {
         accepted,
         rejected,
         replays,
         evicted,
         next_seq,
-    } = plan(shared, group);
+    } = plan(shared, &store.tree, group);
     for (req, err) in rejected {
         let _ = req.reply.send(Err(err));
     }
@@ -261,7 +429,7 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
         for (req, replay) in replays {
             let _ = req.reply.send(Ok(replay));
         }
-        return;
+        return Ok(());
     }
     let now = now_ms();
     let mut batch = sled::Batch::default();
@@ -282,10 +450,10 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
     }
     batch.insert(META_NEXT_SEQ, &next_seq.to_be_bytes());
 
-    let result = shared
+    let result = store
         .tree
         .apply_batch(batch)
-        .and_then(|_| shared.db.flush())
+        .and_then(|_| store.db.flush())
         .map_err(|e| e.to_string())
         .and_then(|_| syncer.sync().map_err(|e| e.to_string()));
 
@@ -326,23 +494,14 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
             }
         }
         Err(reason) => {
-            tracing::error!(error = %reason, batches = accepted.len(), "queue commit failed; answering 503");
-            // Best effort: do not let a batch that was refused be forwarded
-            // later if sled kept it in memory.
-            let mut undo = sled::Batch::default();
-            for (seq, req) in &accepted {
-                undo.remove(&record_key(*seq));
-                undo.remove(&index_key(*seq));
-                if let Some(k) = &req.idempotency {
-                    idempotency::forget(&mut undo, k, now);
-                }
-            }
-            let _ = shared.tree.apply_batch(undo);
-            {
-                let mut live = lock(&shared.live);
-                live.next_seq = next_seq;
-                live.write_failure = Some(reason.clone());
-            }
+            // Nothing of this commit is acknowledged. Whatever sled kept of
+            // it is removed when the writer reopens the database.
+            let forget = accepted
+                .iter()
+                .filter_map(|(_, req)| req.idempotency.clone())
+                .map(|k| (k, now))
+                .collect();
+            lock(&shared.live).next_seq = next_seq;
             for req in accepted
                 .into_iter()
                 .map(|(_, r)| r)
@@ -350,6 +509,8 @@ fn commit(shared: &Shared, syncer: &mut Syncer, group: Vec<Request>) {
             {
                 let _ = req.reply.send(Err(QueueError::Disk(reason.clone())));
             }
+            return Err((reason, forget));
         }
     }
+    Ok(())
 }
