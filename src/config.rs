@@ -19,6 +19,10 @@ pub const DEFAULT_IDEMPOTENCY_WINDOW_S: u64 = 86_400;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// hyper's read buffer cannot be smaller.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 pub const DEFAULT_API_KEY: &str = "development-key";
 pub const DEFAULT_RPS: f64 = 100.0;
 pub const DEFAULT_BURST: u64 = 1_000;
@@ -83,6 +87,11 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Open connections beyond this wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Open connections one client address may hold; more are closed at
+    /// once, so one host cannot take every slot.
+    pub max_connections_per_ip: usize,
+    /// Largest request head (request line and headers); larger is a 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +104,8 @@ impl Default for ServerConfig {
             header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
         }
     }
 }
@@ -366,6 +377,15 @@ impl Config {
         }
         if s.max_connections == 0 {
             return Err(bad("server.max_connections", "must be at least 1"));
+        }
+        if s.max_connections_per_ip == 0 {
+            return Err(bad("server.max_connections_per_ip", "must be at least 1"));
+        }
+        if s.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(bad(
+                "server.max_header_bytes",
+                format!("must be at least {MIN_HEADER_BYTES}"),
+            ));
         }
         if s.header_timeout_ms == 0 || s.request_timeout_ms == 0 {
             return Err(bad(

@@ -33,11 +33,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use poem::listener::TcpAcceptor;
-use poem::Server;
 use tokio::sync::watch;
 
-use crate::api::conn_limit::LimitedAcceptor;
 use crate::api::{AppState, KeyRing, RateLimiter};
 use crate::config::{Config, SinkKind};
 use crate::forward::Forwarder;
@@ -50,9 +47,6 @@ use crate::stats::Stats;
 /// Logged with the bound address at start-up; tests and the bench read it to
 /// find a port the OS chose (`--listen 127.0.0.1:0`).
 pub const LISTENING_ON: &str = "listening on ";
-
-/// How long shutdown waits for in-flight requests before closing connections.
-const GRACEFUL_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the service could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +110,7 @@ pub async fn run(
         Forwarder::new(&config.forwarder, queue.clone(), sink, stats.clone()).run(stop_rx),
     );
 
-    let max_connections = config.server.max_connections;
+    let limits = api::server::Limits::from_config(&config.server);
     let state = Arc::new(AppState {
         config,
         keys: key_ring,
@@ -126,10 +120,7 @@ pub async fn run(
     });
     // Tests and the bench read this line to find a port chosen by the OS.
     tracing::info!(target: "edge_ingester", "{LISTENING_ON}{}", listener.local_addr()?);
-    let acceptor = TcpAcceptor::from_tokio(listener)?;
-    let served = Server::new_with_acceptor(LimitedAcceptor::new(acceptor, max_connections))
-        .run_with_graceful_shutdown(api::app(state), shutdown, Some(GRACEFUL_HTTP_TIMEOUT))
-        .await;
+    let served = api::server::serve(listener, api::app(state), limits, shutdown).await;
 
     let _ = stop_tx.send(true);
     if let Err(e) = forwarder.await {

@@ -100,14 +100,35 @@ impl<T> JsonBody<T> {
                 },
                 other => Rejection::MalformedJson(format!("cannot read body: {other}")),
             })?;
-        match encoding {
-            Encoding::Identity => Ok(wire.to_vec()),
-            Encoding::Gzip => inflate(flate2::read::MultiGzDecoder::new(&wire[..]), limit, "gzip"),
-            Encoding::Zstd => {
-                let decoder = zstd::stream::read::Decoder::new(&wire[..])
-                    .map_err(|e| Rejection::MalformedJson(format!("bad zstd body: {e}")))?;
-                inflate(decoder, limit, "zstd")
-            }
+        inflate_body(&wire, encoding, limit)
+    }
+}
+
+/// The bytes of a body as received, with its `Content-Encoding`, turned into
+/// the JSON to parse: at most `limit` bytes after decompression. Public for
+/// the fuzz target over the request path (`fuzz/`).
+pub fn decode(
+    wire: &[u8],
+    content_encoding: Option<&str>,
+    limit: u64,
+) -> Result<Vec<u8>, Rejection> {
+    if wire.len() as u64 > limit {
+        return Err(Rejection::TooLarge {
+            limit,
+            decompressed: false,
+        });
+    }
+    inflate_body(wire, parse_encoding(content_encoding)?, limit)
+}
+
+fn inflate_body(wire: &[u8], encoding: Encoding, limit: u64) -> Result<Vec<u8>, Rejection> {
+    match encoding {
+        Encoding::Identity => Ok(wire.to_vec()),
+        Encoding::Gzip => inflate(flate2::read::MultiGzDecoder::new(wire), limit, "gzip"),
+        Encoding::Zstd => {
+            let decoder = zstd::stream::read::Decoder::new(wire)
+                .map_err(|e| Rejection::MalformedJson(format!("bad zstd body: {e}")))?;
+            inflate(decoder, limit, "zstd")
         }
     }
 }

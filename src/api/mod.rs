@@ -5,12 +5,12 @@
 
 mod auth;
 mod body;
-pub mod conn_limit;
 mod error;
 mod info;
 mod ingest;
 mod rate_limit;
 mod schema;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +20,7 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route};
 use poem_openapi::OpenApiService;
 
 pub use auth::KeyRing;
+pub use body::decode as decode_body;
 pub use ingest::parse as parse_batch;
 pub use rate_limit::RateLimiter;
 

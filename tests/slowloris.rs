@@ -1,0 +1,146 @@
+//! Slow and abusive clients, against the default limits: connections that
+//! trickle their headers are cut after `header_timeout_ms`, one address
+//! cannot hold more than `max_connections_per_ip`, an oversized request head
+//! is refused — and all the while a normal client gets its 202.
+//!
+//! The abusive connections come from other loopback addresses (127.0.0.2,
+//! 127.0.0.3: Linux routes all of 127/8 to `lo`), the normal client from
+//! 127.0.0.1, as a different host would.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use edge_ingester::config::{
+    DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HEADER_BYTES,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+async fn connect_from(source: &str, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().unwrap())?;
+    socket.connect(server).await
+}
+
+/// Sends a request head one byte every 100 ms, never finishing it; returns
+/// how long the server kept the connection open (`None`: longer than `limit`).
+async fn trickle(mut s: TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let head = b"POST /logs HTTP/1.1\r\nHost: edge\r\nX-Slow: ";
+    let mut buf = [0u8; 512];
+    let mut i = 0;
+    while start.elapsed() < limit {
+        let byte = head.get(i).copied().unwrap_or(b'a');
+        i += 1;
+        if s.write_all(&[byte]).await.is_err() {
+            return Some(start.elapsed());
+        }
+        match tokio::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {} // a 408 may come first; the close follows
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+async fn normal_post(c: &reqwest::Client, base: &str) -> (u16, Duration) {
+    let start = Instant::now();
+    let r = post_json(c, &format!("{base}/logs"), &log_batch(&["ok".into()])).await;
+    (r.status().as_u16(), start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_abusive_clients_do_not_stop_a_normal_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // Default connection limits: what an operator gets out of the box.
+    let server = InProcess::start(test_config(dir.path())).await;
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let c = client();
+    let header_timeout = Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS);
+
+    // 1. 200 connections trickling headers from one host.
+    let limit = header_timeout * 3;
+    let mut tricklers = Vec::new();
+    for _ in 0..200 {
+        let s = connect_from("127.0.0.2", addr).await.unwrap();
+        tricklers.push(tokio::spawn(trickle(s, limit)));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, took) = normal_post(&c, &server.base).await;
+    eprintln!("normal client during the trickle: {status} in {took:?}");
+    assert_eq!(status, 202);
+    assert!(
+        took < Duration::from_secs(2),
+        "normal client waited {took:?}"
+    );
+
+    let mut open_for = Vec::new();
+    for t in tricklers {
+        open_for.push(t.await.unwrap());
+    }
+    let cut: Vec<Duration> = open_for.iter().flatten().copied().collect();
+    let longest = cut.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "trickling connections cut by the server: {} of 200, the longest after {longest:?}",
+        cut.len()
+    );
+    assert_eq!(cut.len(), 200, "some trickling connections were never cut");
+    assert!(
+        longest < header_timeout + Duration::from_secs(2),
+        "cut only after {longest:?} (header timeout {header_timeout:?})"
+    );
+
+    // 2. One address opening more than its share: the excess is closed at once.
+    let extra = 50;
+    let mut held = Vec::new();
+    let refused = Arc::new(AtomicUsize::new(0));
+    for _ in 0..DEFAULT_MAX_CONNECTIONS_PER_IP + extra {
+        let mut s = connect_from("127.0.0.3", addr).await.unwrap();
+        let mut b = [0u8; 16];
+        match tokio::time::timeout(Duration::from_millis(50), s.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                refused.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => held.push(s),
+        }
+    }
+    eprintln!(
+        "127.0.0.3 opened {}: {} held, {} closed at once",
+        DEFAULT_MAX_CONNECTIONS_PER_IP + extra,
+        held.len(),
+        refused.load(Ordering::Relaxed)
+    );
+    assert_eq!(held.len(), DEFAULT_MAX_CONNECTIONS_PER_IP);
+    assert_eq!(refused.load(Ordering::Relaxed), extra);
+    let (status, took) = normal_post(&c, &server.base).await;
+    eprintln!("normal client while 127.0.0.3 holds its share: {status} in {took:?}");
+    assert_eq!(status, 202);
+    drop(held);
+
+    // 3. An oversized request head is refused, not buffered.
+    let big = "x".repeat(DEFAULT_MAX_HEADER_BYTES * 2);
+    let r = c
+        .post(server.url("/logs"))
+        .header("content-type", "application/json")
+        .header("x-api-key", KEY)
+        .header("x-padding", big)
+        .body(serde_json::to_vec(&log_batch(&["big".into()])).unwrap())
+        .send()
+        .await;
+    match r {
+        Ok(r) => assert_eq!(r.status().as_u16(), 431),
+        // hyper may close before the client finished writing the head.
+        Err(e) => eprintln!("oversized head: connection closed ({e})"),
+    }
+    let (status, _) = normal_post(&c, &server.base).await;
+    assert_eq!(status, 202);
+    let s = stats(&c, &server.base).await;
+    assert_eq!(s["queue"]["depth_batches"], 3, "{}", s["queue"]);
+    server.stop().await;
+}
