@@ -85,9 +85,90 @@ pub struct ForwarderSnapshot {
     /// closed, open or half_open.
     pub circuit: String,
     pub consecutive_failures: u32,
-    pub next_retry_in_seconds: Option<f64>,
-    pub last_error: Option<String>,
-    pub last_success_at: Option<String>,
+    pub next_retry_in_seconds: Nullable<f64>,
+    pub last_error: Nullable<String>,
+    pub last_success_at: Nullable<String>,
+}
+
+/// A value that is present or JSON `null` — never left out, as SPEC §5's
+/// `/stats` shows. NOTE: poem-openapi documents an `Option` field as
+/// optional but not nullable, so the `null` it sends broke the documented
+/// schema (found by schemathesis); this type says `nullable: true`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Nullable<T>(pub Option<T>);
+
+impl<T> std::ops::Deref for Nullable<T> {
+    type Target = Option<T>;
+    fn deref(&self) -> &Option<T> {
+        &self.0
+    }
+}
+
+impl<T: poem_openapi::types::Type> poem_openapi::types::Type for Nullable<T> {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = T::RawValueType;
+    type RawElementValueType = T::RawElementValueType;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        format!("nullable_{}", T::name()).into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+        match T::schema_ref() {
+            MetaSchemaRef::Inline(schema) => MetaSchemaRef::Inline(Box::new(MetaSchema {
+                nullable: true,
+                ..*schema
+            })),
+            reference => MetaSchemaRef::Inline(Box::new(MetaSchema {
+                nullable: true,
+                all_of: vec![reference],
+                ..MetaSchema::ANY
+            })),
+        }
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        T::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        self.0.as_ref().and_then(|v| v.as_raw_value())
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        match &self.0 {
+            Some(v) => v.raw_element_iter(),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+}
+
+impl<T: poem_openapi::types::ToJSON> poem_openapi::types::ToJSON for Nullable<T> {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(
+            self.0
+                .as_ref()
+                .and_then(|v| v.to_json())
+                .unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
+
+impl<T: poem_openapi::types::ParseFromJSON> poem_openapi::types::ParseFromJSON for Nullable<T> {
+    fn parse_from_json(
+        value: Option<serde_json::Value>,
+    ) -> poem_openapi::types::ParseResult<Self> {
+        match value.unwrap_or_default() {
+            serde_json::Value::Null => Ok(Nullable(None)),
+            v => T::parse_from_json(Some(v))
+                .map(|v| Nullable(Some(v)))
+                .map_err(poem_openapi::types::ParseError::propagate),
+        }
+    }
 }
 
 impl Stats {
@@ -150,11 +231,12 @@ impl Stats {
             forwarder: ForwarderSnapshot {
                 circuit: f.circuit.as_str().into(),
                 consecutive_failures: f.consecutive_failures,
-                next_retry_in_seconds: f
-                    .next_attempt_at
-                    .map(|t| t.saturating_duration_since(now).as_secs_f64()),
-                last_error: f.last_error,
-                last_success_at: f.last_success_at,
+                next_retry_in_seconds: Nullable(
+                    f.next_attempt_at
+                        .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+                ),
+                last_error: Nullable(f.last_error),
+                last_success_at: Nullable(f.last_success_at),
             },
             uptime_seconds: self.started.elapsed().as_secs_f64(),
         }

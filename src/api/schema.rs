@@ -22,9 +22,13 @@ pub enum AttributeSchema {
 #[oai(rename = "LogEntry")]
 pub struct LogEntrySchema {
     /// RFC 3339 date-time; stored in UTC.
+    #[oai(validator(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt](0[0-9]|1[0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-](0[0-9]|1[0-3]):[0-5][0-9])$"))]
     pub timestamp: String,
     /// TRACE, DEBUG, INFO, WARNING (or WARN), ERROR, CRITICAL (or FATAL);
     /// case-insensitive; INFO when omitted.
+    #[oai(validator(
+        pattern = "^([Tt][Rr][Aa][Cc][Ee]|[Dd][Ee][Bb][Uu][Gg]|[Ii][Nn][Ff][Oo]|[Ww][Aa][Rr][Nn]([Ii][Nn][Gg])?|[Ee][Rr][Rr][Oo][Rr]|[Cc][Rr][Ii][Tt][Ii][Cc][Aa][Ll]|[Ff][Aa][Tt][Aa][Ll])$"
+    ))]
     pub level: Option<String>,
     /// At most 64 KiB of UTF-8.
     #[oai(validator(max_length = 65536))]
@@ -54,6 +58,7 @@ pub struct LogBatchSchema {
 #[oai(rename = "MetricEntry")]
 pub struct MetricEntrySchema {
     /// RFC 3339 date-time; stored in UTC.
+    #[oai(validator(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt](0[0-9]|1[0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-](0[0-9]|1[0-3]):[0-5][0-9])$"))]
     pub timestamp: String,
     /// Non-empty, at most 256 bytes.
     #[oai(validator(min_length = 1, max_length = 256))]
@@ -61,6 +66,9 @@ pub struct MetricEntrySchema {
     /// A finite number.
     pub value: f64,
     /// counter, gauge or histogram; case-insensitive, stored lower-case.
+    #[oai(validator(
+        pattern = "^([Cc][Oo][Uu][Nn][Tt][Ee][Rr]|[Gg][Aa][Uu][Gg][Ee]|[Hh][Ii][Ss][Tt][Oo][Gg][Rr][Aa][Mm])$"
+    ))]
     pub metric_type: String,
     #[oai(validator(min_length = 1, max_length = 256))]
     pub service: String,

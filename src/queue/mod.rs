@@ -114,7 +114,7 @@ pub struct QueueStats {
     pub bytes: u64,
     pub disk_bytes: u64,
     pub max_bytes: u64,
-    pub oldest_age_seconds: Option<f64>,
+    pub oldest_age_seconds: crate::stats::Nullable<f64>,
     pub dropped_batches: u64,
     pub dead_letter_batches: u64,
 }
@@ -557,7 +557,7 @@ impl Queue {
             bytes: live.bytes,
             disk_bytes,
             max_bytes: self.shared.max_bytes,
-            oldest_age_seconds,
+            oldest_age_seconds: crate::stats::Nullable(oldest_age_seconds),
             dropped_batches: live.dropped,
             dead_letter_batches: live.dead_letters,
         }
