@@ -293,6 +293,9 @@ impl Default for KafkaConfig {
 pub enum MockFail {
     Never,
     Always,
+    /// Delivers for `flap_ms`, fails for `flap_ms`, and so on: drills of a
+    /// sink that keeps coming and going.
+    Flapping,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -300,8 +303,11 @@ pub enum MockFail {
 pub struct MockConfig {
     /// Delay before each batch counts as delivered.
     pub latency_ms: u64,
-    /// `always` makes every send fail: outage drills and tests.
+    /// `always` makes every send fail: outage drills and tests; `flapping`
+    /// alternates working and failing periods of `flap_ms`.
     pub fail: MockFail,
+    /// Length of each period when `fail = "flapping"`.
+    pub flap_ms: u64,
     /// If set, every delivered entry is appended here as one JSON line.
     pub capture_path: PathBuf,
 }
@@ -311,6 +317,7 @@ impl Default for MockConfig {
         Self {
             latency_ms: 0,
             fail: MockFail::Never,
+            flap_ms: 5_000,
             capture_path: PathBuf::new(),
         }
     }

@@ -159,9 +159,7 @@ impl<T: poem_openapi::types::ToJSON> poem_openapi::types::ToJSON for Nullable<T>
 }
 
 impl<T: poem_openapi::types::ParseFromJSON> poem_openapi::types::ParseFromJSON for Nullable<T> {
-    fn parse_from_json(
-        value: Option<serde_json::Value>,
-    ) -> poem_openapi::types::ParseResult<Self> {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
         match value.unwrap_or_default() {
             serde_json::Value::Null => Ok(Nullable(None)),
             v => T::parse_from_json(Some(v))

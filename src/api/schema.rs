@@ -22,7 +22,9 @@ pub enum AttributeSchema {
 #[oai(rename = "LogEntry")]
 pub struct LogEntrySchema {
     /// RFC 3339 date-time; stored in UTC.
-    #[oai(validator(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt](0[0-9]|1[0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-](0[0-9]|1[0-3]):[0-5][0-9])$"))]
+    #[oai(validator(
+        pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt](0[0-9]|1[0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-](0[0-9]|1[0-3]):[0-5][0-9])$"
+    ))]
     pub timestamp: String,
     /// TRACE, DEBUG, INFO, WARNING (or WARN), ERROR, CRITICAL (or FATAL);
     /// case-insensitive; INFO when omitted.
@@ -58,7 +60,9 @@ pub struct LogBatchSchema {
 #[oai(rename = "MetricEntry")]
 pub struct MetricEntrySchema {
     /// RFC 3339 date-time; stored in UTC.
-    #[oai(validator(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt](0[0-9]|1[0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-](0[0-9]|1[0-3]):[0-5][0-9])$"))]
+    #[oai(validator(
+        pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt](0[0-9]|1[0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|[+-](0[0-9]|1[0-3]):[0-5][0-9])$"
+    ))]
     pub timestamp: String,
     /// Non-empty, at most 256 bytes.
     #[oai(validator(min_length = 1, max_length = 256))]

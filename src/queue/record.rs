@@ -44,8 +44,18 @@ pub enum RecordError {
     Decode(String),
 }
 
-fn bincode_config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// NOTE: bincode sizes a `Vec` from the length prefix it reads
+/// (`Vec::with_capacity(len)`) and checks it against nothing unless a limit
+/// is set, so a damaged record whose checksum still matched could ask for
+/// terabytes and abort the process — at every restart, as the record is read
+/// again. The limit bounds what one record may claim; the encoded bytes are
+/// the same with or without it.
+fn bincode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_DECODED_BYTES>,
+> {
+    bincode::config::standard().with_limit::<MAX_DECODED_BYTES>()
 }
 
 /// Encodes a batch for the queue. Infallible for any `Batch` in memory.
@@ -177,6 +187,20 @@ mod tests {
                     .collect(),
             ),
         }
+    }
+
+    /// Found by `fuzz/` (record target, checksum-valid mode) in under a
+    /// thousand runs: "memory allocation of 1000109575843765 bytes failed",
+    /// an abort. A damaged length prefix must be an error instead.
+    #[test]
+    fn a_huge_length_prefix_under_a_valid_checksum_is_an_error() {
+        let mut payload = vec![253u8]; // bincode varint: a u64 follows
+        payload.extend_from_slice(&(1u64 << 50).to_le_bytes());
+        payload.extend_from_slice(b"tail");
+        let mut r = vec![b'E', b'Q', VERSION, 0];
+        r.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        r.extend_from_slice(&payload);
+        assert!(matches!(decode(&r), Err(RecordError::Decode(_))));
     }
 
     #[test]

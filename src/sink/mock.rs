@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{message, Delivery, Sink, SinkError, SubmitFuture};
 use crate::config::{MockConfig, MockFail};
@@ -18,6 +18,8 @@ use crate::queue::Stored;
 pub struct MockSink {
     latency: Duration,
     fail: MockFail,
+    flap: Duration,
+    started: Instant,
     /// Shared with the blocking task that writes and syncs it.
     capture: Option<Arc<Mutex<File>>>,
 }
@@ -32,8 +34,26 @@ impl MockSink {
         Ok(MockSink {
             latency: Duration::from_millis(cfg.latency_ms),
             fail: cfg.fail,
+            flap: Duration::from_millis(cfg.flap_ms.max(1)),
+            started: Instant::now(),
             capture,
         })
+    }
+
+    /// Whether a send finishing now fails, and why.
+    fn failing(fail: MockFail, flap: Duration, started: Instant) -> Option<String> {
+        match fail {
+            MockFail::Never => None,
+            MockFail::Always => {
+                Some("mock producer is configured to fail (mock.fail = \"always\")".into())
+            }
+            MockFail::Flapping => {
+                let period = started.elapsed().as_millis() / flap.as_millis();
+                (period % 2 == 1).then(|| {
+                    "mock producer is in a failing period (mock.fail = \"flapping\")".into()
+                })
+            }
+        }
     }
 }
 
@@ -85,14 +105,13 @@ impl Sink for MockSink {
             lines
         });
         let (latency, fail, capture) = (self.latency, self.fail, self.capture.clone());
+        let (flap, started) = (self.flap, self.started);
         let delivery: Delivery = Box::pin(async move {
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
-            if fail == MockFail::Always {
-                return Err(SinkError::Retriable(
-                    "mock producer is configured to fail (mock.fail = \"always\")".into(),
-                ));
+            if let Some(why) = Self::failing(fail, flap, started) {
+                return Err(SinkError::Retriable(why));
             }
             let (Some(capture), Some(lines)) = (capture, lines) else {
                 return Ok(());
@@ -113,6 +132,17 @@ impl Sink for MockSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flapping_alternates_working_and_failing_periods() {
+        let flap = Duration::from_secs(10);
+        let ago = |s| Instant::now() - Duration::from_secs(s);
+        assert!(MockSink::failing(MockFail::Flapping, flap, ago(1)).is_none());
+        assert!(MockSink::failing(MockFail::Flapping, flap, ago(11)).is_some());
+        assert!(MockSink::failing(MockFail::Flapping, flap, ago(21)).is_none());
+        assert!(MockSink::failing(MockFail::Always, flap, ago(1)).is_some());
+        assert!(MockSink::failing(MockFail::Never, flap, ago(11)).is_none());
+    }
 
     #[test]
     fn a_torn_last_line_is_terminated_before_appending() {
