@@ -13,7 +13,8 @@
 //!   render the same Kafka message per entry (`sink/message.rs`).
 //! - [`stats`] — counters for `/stats` and Prometheus.
 //! - [`config`] — the TOML file, defaults and validation; [`cli`] the
-//!   command line; [`bench`] the load generator.
+//!   command line; [`bench`] the load generator, the soak and the
+//!   disk-churn runs.
 //!
 //! [`run`] wires them together and is what `main` and the tests call.
 

@@ -1,7 +1,7 @@
 //! Record decoding from arbitrary bytes: what the forwarder does with
 //! whatever a damaged disk hands back. Must never panic, abort or allocate
 //! without bound; anything it accepts must encode and decode to the same
-//! batch.
+//! bytes.
 //!
 //! The first byte picks the mode: raw bytes as stored (the checksum rejects
 //! nearly all of them), or the rest as flags + payload under a valid header
@@ -28,7 +28,10 @@ fuzz_target!(|data: &[u8]| {
         r
     };
     if let Ok(batch) = decode_record(&record) {
-        let again = decode_record(&encode_record(&batch)).expect("re-encoded record decodes");
-        assert_eq!(again, batch);
+        // Compared as bytes: damaged input can decode to a NaN metric value,
+        // which no batch equals, itself included.
+        let encoded = encode_record(&batch);
+        let again = decode_record(&encoded).expect("re-encoded record decodes");
+        assert_eq!(encode_record(&again), encoded, "record round trip changed the batch");
     }
 });

@@ -11,6 +11,10 @@
 //!   the highest rate at which the queue does not grow.
 //! - **w3**: 1,000,000 entries queued while the sink is down, then drained
 //!   into Kafka: entries/s of the drain.
+//! - **soak**: W1's clients for 10 minutes while the server is SIGKILLed
+//!   every 20–60 s and the sink flaps; acknowledged vs delivered (`soak.rs`).
+//! - **churn**: 10 M entries through a queue kept near 10k batches; the
+//!   directory's size against `max_bytes` (`churn.rs`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,9 +26,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
+mod churn;
+mod soak;
+
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// w1, w2 or w3.
+    /// w1, w2, w3, soak (`--seconds 600` for 10 minutes) or churn.
     #[arg(long, default_value = "w1")]
     pub workload: String,
     /// Seconds of measured load (w1, after a 2 s warm-up; w2, per rate step).
@@ -42,15 +49,18 @@ pub struct BenchArgs {
     /// Entries queued before the drain (w3).
     #[arg(long, default_value_t = 1_000_000)]
     pub drain_entries: u64,
+    /// Entries/s the soak's clients send in all (0: unpaced).
+    #[arg(long, default_value_t = 20_000.0)]
+    pub rate: f64,
     /// Server binary (default: this executable).
     #[arg(long)]
     pub server: Option<PathBuf>,
 }
 
-const KEY: &str = "bench-key";
+pub(crate) const KEY: &str = "bench-key";
 const WARM_UP: Duration = Duration::from_secs(2);
 /// Clients step through the pre-built bodies at different offsets.
-const BODY_STRIDE: usize = 7;
+pub(crate) const BODY_STRIDE: usize = 7;
 /// w2 rate steps, entries/s.
 const W2_STEPS: [f64; 6] = [
     50_000.0, 100_000.0, 150_000.0, 200_000.0, 250_000.0, 300_000.0,
@@ -88,7 +98,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<String> {
                 rt.block_on(w3(&args, &exe, dir.path(), &kafka))
             }
         }
-        other => bail!("unknown workload `{other}` (available: w1, w2, w3)"),
+        "soak" => rt.block_on(soak::run(&args, &exe, dir.path(), args.rate)),
+        "churn" => rt.block_on(churn::run(&args, &exe, dir.path())),
+        other => bail!("unknown workload `{other}` (available: w1, w2, w3, soak, churn)"),
     }
 }
 
@@ -96,14 +108,24 @@ fn mock_failing_sink() -> String {
     "[mock]\nfail = \"always\"\n".into()
 }
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub base: String,
 }
 
 impl Server {
     /// Starts the server with the bench's common settings plus `extra` TOML.
-    fn start(exe: &Path, dir: &Path, extra: &str) -> anyhow::Result<Server> {
+    pub fn start(exe: &Path, dir: &Path, extra: &str) -> anyhow::Result<Server> {
+        Self::start_with(exe, dir, 4 << 30, extra)
+    }
+
+    /// `start`, with the queue's `max_bytes`.
+    pub fn start_with(
+        exe: &Path,
+        dir: &Path,
+        max_bytes: u64,
+        extra: &str,
+    ) -> anyhow::Result<Server> {
         let config = dir.join("bench.toml");
         std::fs::write(
             &config,
@@ -111,7 +133,7 @@ impl Server {
                 "[server]\nlisten = \"127.0.0.1:0\"\n\
                  [auth]\nkeys = [\"{KEY}\"]\n\
                  [rate_limit]\nrequests_per_second = 1000000.0\nburst = 1000000\n\
-                 [queue]\npath = \"{}\"\nmax_bytes = 4294967296\n{extra}",
+                 [queue]\npath = \"{}\"\nmax_bytes = {max_bytes}\n{extra}",
                 dir.join("queue").display()
             ),
         )?;
@@ -161,8 +183,14 @@ impl Server {
         kib as f64 / 1024.0
     }
 
+    /// SIGKILL, as a crash or the OOM killer would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM: a clean shutdown, so the queue is intact for the next phase.
-    fn stop(&mut self) {
+    pub fn stop(&mut self) {
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
@@ -358,7 +386,10 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
     ))
 }
 
-async fn queue_stats(http: &reqwest::Client, base: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn queue_stats(
+    http: &reqwest::Client,
+    base: &str,
+) -> anyhow::Result<serde_json::Value> {
     let s = http
         .get(format!("{base}/stats"))
         .header("x-api-key", KEY)
