@@ -155,7 +155,12 @@ async fn a_stall_the_client_explains_is_waited_out_not_reset() {
     );
     let s = stats.snapshot(queue.stats());
     assert_eq!(s.forwarder.circuit, "open");
-    assert!(s.forwarder.last_error.as_deref().unwrap().contains("brokers are down"));
+    assert!(s
+        .forwarder
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("brokers are down"));
     queue.close();
 }
 

@@ -1,5 +1,5 @@
 //! Slow and abusive clients, against the default limits: connections that
-//! trickle their headers are cut after `header_timeout_ms`, one address
+//! trickle their headers, or send nothing, are cut after `header_timeout_ms`, one address
 //! cannot hold more than `max_connections_per_ip`, an oversized request head
 //! is refused — and all the while a normal client gets its 202.
 //!
@@ -49,6 +49,17 @@ async fn trickle(mut s: TcpStream, limit: Duration) -> Option<Duration> {
     None
 }
 
+/// Connects and sends nothing; returns how long the server kept the
+/// connection open (`None`: longer than `limit`).
+async fn silent(mut s: TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(limit, s.read(&mut buf)).await {
+        Ok(_) => Some(start.elapsed()),
+        Err(_) => None,
+    }
+}
+
 async fn normal_post(c: &reqwest::Client, base: &str) -> (u16, Duration) {
     let start = Instant::now();
     let r = post_json(c, &format!("{base}/logs"), &log_batch(&["ok".into()])).await;
@@ -64,12 +75,18 @@ async fn slow_and_abusive_clients_do_not_stop_a_normal_one() {
     let c = client();
     let header_timeout = Duration::from_millis(DEFAULT_HEADER_TIMEOUT_MS);
 
-    // 1. 200 connections trickling headers from one host.
+    // 1. 200 connections trickling headers from one host, and 50 that send
+    //    nothing at all from another.
     let limit = header_timeout * 3;
     let mut tricklers = Vec::new();
     for _ in 0..200 {
         let s = connect_from("127.0.0.2", addr).await.unwrap();
         tricklers.push(tokio::spawn(trickle(s, limit)));
+    }
+    let mut silents = Vec::new();
+    for _ in 0..50 {
+        let s = connect_from("127.0.0.4", addr).await.unwrap();
+        silents.push(tokio::spawn(silent(s, limit)));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (status, took) = normal_post(&c, &server.base).await;
@@ -95,19 +112,52 @@ async fn slow_and_abusive_clients_do_not_stop_a_normal_one() {
         longest < header_timeout + Duration::from_secs(2),
         "cut only after {longest:?} (header timeout {header_timeout:?})"
     );
+    let mut silent_cut = Vec::new();
+    for t in silents {
+        silent_cut.push(t.await.unwrap());
+    }
+    let closed: Vec<Duration> = silent_cut.iter().flatten().copied().collect();
+    let longest = closed.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "silent connections closed by the server: {} of 50, the longest after {longest:?}",
+        closed.len()
+    );
+    assert_eq!(
+        closed.len(),
+        50,
+        "some silent connections were never closed"
+    );
+    assert!(longest < header_timeout + Duration::from_secs(2));
 
-    // 2. One address opening more than its share: the excess is closed at once.
+    // 2. One address opening more than its share: the excess is closed at
+    //    once. All of it well inside the header timeout, which would close
+    //    the held connections too.
     let extra = 50;
+    let mut conns = Vec::new();
+    for _ in 0..DEFAULT_MAX_CONNECTIONS_PER_IP + extra {
+        conns.push(connect_from("127.0.0.3", addr).await.unwrap());
+    }
+    let probes: Vec<_> = conns
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut b = [0u8; 16];
+                let closed = matches!(
+                    tokio::time::timeout(Duration::from_millis(1000), s.read(&mut b)).await,
+                    Ok(Ok(0)) | Ok(Err(_))
+                );
+                (closed, s)
+            })
+        })
+        .collect();
     let mut held = Vec::new();
     let refused = Arc::new(AtomicUsize::new(0));
-    for _ in 0..DEFAULT_MAX_CONNECTIONS_PER_IP + extra {
-        let mut s = connect_from("127.0.0.3", addr).await.unwrap();
-        let mut b = [0u8; 16];
-        match tokio::time::timeout(Duration::from_millis(50), s.read(&mut b)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
+    for p in probes {
+        match p.await.unwrap() {
+            (true, _) => {
                 refused.fetch_add(1, Ordering::Relaxed);
             }
-            _ => held.push(s),
+            (false, s) => held.push(s),
         }
     }
     eprintln!(

@@ -5,7 +5,10 @@
 //! `header_read_timeout` never fires and a client trickling its headers
 //! holds a connection forever (slowloris). This loop drives hyper directly:
 //! - `server.header_timeout_ms`: the request head must arrive in time, on
-//!   every request of a keep-alive connection, or the connection is closed;
+//!   every request of a keep-alive connection, or the connection is closed.
+//!   hyper starts that clock only once a first byte has arrived, so a
+//!   connection that sends nothing at all is bounded here, by the same
+//!   timeout, before hyper gets it;
 //! - `server.max_header_bytes`: hyper's read buffer, so a larger head is a
 //!   431 and never grows memory;
 //! - `server.max_connections`: the loop waits for a free slot before it
@@ -27,12 +30,11 @@ use std::time::Duration;
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use poem::http::uri::Scheme;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Endpoint, Response};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::ServerConfig;
 
@@ -116,7 +118,7 @@ where
     let local = LocalAddr(listener.local_addr()?.into());
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_ip = Arc::new(PerIp::default());
-    let graceful = GracefulShutdown::new();
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -153,25 +155,47 @@ where
             continue; // dropping the stream closes it
         };
         let _ = stream.set_nodelay(true);
-        let conn = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                service(ep.clone(), local.clone(), peer),
-            )
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, service) = (builder.clone(), service(ep.clone(), local.clone(), peer));
+        let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
+            // NOTE: `wait_for` returns a guard that is not `Send`; drop it
+            // before anything else is awaited.
+            let mut stopping = std::pin::pin!(async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            });
+            // Returned when the connection ends, however it ends.
+            let _held = (permit, ip_slot);
+            let mut first = [0u8; 1];
+            tokio::select! {
+                r = tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)) => {
+                    if !matches!(r, Ok(Ok(n)) if n > 0) {
+                        return; // silent, closed or failed: drop it
+                    }
+                }
+                _ = &mut stopping => return,
+            }
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = &mut stopping => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
             // Errors here are the client's (reset, timeout, bad request
             // head); hyper has already answered what it could.
-            if let Err(e) = conn.await {
+            if let Err(e) = ended {
                 tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
             }
-            drop(permit);
-            drop(ip_slot);
         });
     }
     drop(listener);
-    if tokio::time::timeout(GRACEFUL_TIMEOUT, graceful.shutdown())
+    let _ = stop_tx.send(true);
+    // Every connection holds a slot until it ends: all slots back means all
+    // requests in progress finished.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(GRACEFUL_TIMEOUT, slots.acquire_many(all))
         .await
         .is_err()
     {
