@@ -40,6 +40,14 @@
 //!   crash can bring back batches that were already delivered: they are sent
 //!   again with the same `ingest-id`s, never lost.
 //!
+//! # When the disk fails
+//! A failed apply, flush or sync (ENOSPC, EIO) acknowledges nothing of its
+//! commit: every request in it gets a 503. sled then fails every later
+//! write (its error is sticky), so the writer stops writing, answers 503 at
+//! once and reopens the database every second; once that works it removes
+//! what the failed commits and the refused removals left and goes on
+//! (`writer::reopen`). `/ready` is 503 in between.
+//!
 //! # How space is reused
 //! A delivered batch is removed from both keys; sled rewrites and reclaims its
 //! segments in the background. `bytes` (the live record bytes) is what
