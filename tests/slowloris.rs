@@ -60,6 +60,15 @@ async fn silent(mut s: TcpStream, limit: Duration) -> Option<Duration> {
     }
 }
 
+/// How many of the connections the server closed, and the longest it took.
+async fn cut_times(handles: Vec<tokio::task::JoinHandle<Option<Duration>>>) -> (usize, Duration) {
+    let mut cut = Vec::new();
+    for h in handles {
+        cut.extend(h.await.unwrap());
+    }
+    (cut.len(), cut.into_iter().max().unwrap_or_default())
+}
+
 async fn normal_post(c: &reqwest::Client, base: &str) -> (u16, Duration) {
     let start = Instant::now();
     let r = post_json(c, &format!("{base}/logs"), &log_batch(&["ok".into()])).await;
@@ -97,36 +106,20 @@ async fn slow_and_abusive_clients_do_not_stop_a_normal_one() {
         "normal client waited {took:?}"
     );
 
-    let mut open_for = Vec::new();
-    for t in tricklers {
-        open_for.push(t.await.unwrap());
-    }
-    let cut: Vec<Duration> = open_for.iter().flatten().copied().collect();
-    let longest = cut.iter().max().copied().unwrap_or_default();
+    let (cut, longest) = cut_times(tricklers).await;
     eprintln!(
-        "trickling connections cut by the server: {} of 200, the longest after {longest:?}",
-        cut.len()
+        "trickling connections cut by the server: {cut} of 200, the longest after {longest:?}"
     );
-    assert_eq!(cut.len(), 200, "some trickling connections were never cut");
+    assert_eq!(cut, 200, "some trickling connections were never cut");
     assert!(
         longest < header_timeout + Duration::from_secs(2),
         "cut only after {longest:?} (header timeout {header_timeout:?})"
     );
-    let mut silent_cut = Vec::new();
-    for t in silents {
-        silent_cut.push(t.await.unwrap());
-    }
-    let closed: Vec<Duration> = silent_cut.iter().flatten().copied().collect();
-    let longest = closed.iter().max().copied().unwrap_or_default();
+    let (closed, longest) = cut_times(silents).await;
     eprintln!(
-        "silent connections closed by the server: {} of 50, the longest after {longest:?}",
-        closed.len()
+        "silent connections closed by the server: {closed} of 50, the longest after {longest:?}"
     );
-    assert_eq!(
-        closed.len(),
-        50,
-        "some silent connections were never closed"
-    );
+    assert_eq!(closed, 50, "some silent connections were never closed");
     assert!(longest < header_timeout + Duration::from_secs(2));
 
     // 2. One address opening more than its share: the excess is closed at

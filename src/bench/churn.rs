@@ -25,33 +25,33 @@ const MAX_BYTES: u64 = 40 << 20;
 const CLIENTS: usize = 16;
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 
+/// What the clients and the sampler share.
+#[derive(Default)]
+struct Progress {
+    /// The queue depth last sampled: clients post only below the target.
+    depth: AtomicU64,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    done: AtomicBool,
+}
+
 pub async fn run(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<String> {
     let mut server = Server::start_with(exe, dir, MAX_BYTES, "[mock]\nlatency_ms = 1\n")?;
     let base = server.base.clone();
     let bodies: Arc<Vec<Vec<u8>>> =
         Arc::new((0..64).map(|s| log_batch_body(args.batch, s)).collect());
-    let depth = Arc::new(AtomicU64::new(0));
-    let accepted = Arc::new(AtomicU64::new(0));
-    let refused = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
+    let p = Arc::new(Progress::default());
     let started = Instant::now();
 
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (base, bodies, depth, accepted, refused, done) = (
-                base.clone(),
-                bodies.clone(),
-                depth.clone(),
-                accepted.clone(),
-                refused.clone(),
-                done.clone(),
-            );
+            let (base, bodies, p) = (base.clone(), bodies.clone(), p.clone());
             let batch = args.batch as u64;
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
                 let mut i = c * BODY_STRIDE;
-                while !done.load(Ordering::Relaxed) {
-                    if depth.load(Ordering::Relaxed) >= TARGET_DEPTH {
+                while !p.done.load(Ordering::Relaxed) {
+                    if p.depth.load(Ordering::Relaxed) >= TARGET_DEPTH {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
                     }
@@ -65,12 +65,12 @@ pub async fn run(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<Str
                         .await;
                     match r {
                         Ok(r) if r.status().as_u16() == 202 => {
-                            if accepted.fetch_add(batch, Ordering::Relaxed) + batch >= ENTRIES {
-                                done.store(true, Ordering::Relaxed);
+                            if p.accepted.fetch_add(batch, Ordering::Relaxed) + batch >= ENTRIES {
+                                p.done.store(true, Ordering::Relaxed);
                             }
                         }
                         _ => {
-                            refused.fetch_add(1, Ordering::Relaxed);
+                            p.refused.fetch_add(1, Ordering::Relaxed);
                             tokio::time::sleep(Duration::from_millis(5)).await;
                         }
                     }
@@ -82,14 +82,14 @@ pub async fn run(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<Str
     let http = reqwest::Client::new();
     let (mut peak_disk, mut peak_depth, mut last) = (0u64, 0u64, serde_json::Value::Null);
     let mut next_report = Instant::now();
-    while !done.load(Ordering::Relaxed) {
+    while !p.done.load(Ordering::Relaxed) {
         let s = queue_stats(&http, &base).await?;
         let q = &s["queue"];
         let (d, disk) = (
             q["depth_batches"].as_u64().unwrap_or(0),
             q["disk_bytes"].as_u64().unwrap_or(0),
         );
-        depth.store(d, Ordering::Relaxed);
+        p.depth.store(d, Ordering::Relaxed);
         peak_disk = peak_disk.max(disk);
         peak_depth = peak_depth.max(d);
         if Instant::now() >= next_report {
@@ -97,7 +97,7 @@ pub async fn run(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<Str
             eprintln!(
                 "churn {:>4.0} s: {} entries accepted, depth {d} batches, live {:.1} MB, dir {:.1} MB",
                 started.elapsed().as_secs_f64(),
-                accepted.load(Ordering::Relaxed),
+                p.accepted.load(Ordering::Relaxed),
                 q["bytes"].as_u64().unwrap_or(0) as f64 / 1e6,
                 disk as f64 / 1e6
             );
@@ -110,8 +110,11 @@ pub async fn run(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<Str
     }
     let elapsed = started.elapsed();
     server.stop();
-    if accepted.load(Ordering::Relaxed) < ENTRIES {
-        bail!("only {} entries accepted", accepted.load(Ordering::Relaxed));
+    if p.accepted.load(Ordering::Relaxed) < ENTRIES {
+        bail!(
+            "only {} entries accepted",
+            p.accepted.load(Ordering::Relaxed)
+        );
     }
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
     let last_disk = last["disk_bytes"].as_u64().unwrap_or(0);
@@ -121,10 +124,10 @@ pub async fn run(args: &BenchArgs, exe: &Path, dir: &Path) -> anyhow::Result<Str
          max_bytes:       {:.1} MiB\n\
          directory peak:  {:.1} MiB = {:.2}x max_bytes\n\
          directory last:  {:.1} MiB = {:.2}x max_bytes (live records {:.1} MiB)",
-        accepted.load(Ordering::Relaxed),
+        p.accepted.load(Ordering::Relaxed),
         args.batch,
         elapsed.as_secs_f64(),
-        refused.load(Ordering::Relaxed),
+        p.refused.load(Ordering::Relaxed),
         mb(MAX_BYTES),
         mb(peak_disk),
         peak_disk as f64 / MAX_BYTES as f64,

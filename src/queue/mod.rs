@@ -105,6 +105,19 @@ pub enum QueueError {
     Open { path: PathBuf, reason: String },
 }
 
+/// A failed sled or file operation on an open queue is a disk failure.
+impl From<sled::Error> for QueueError {
+    fn from(e: sled::Error) -> Self {
+        QueueError::Disk(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for QueueError {
+    fn from(e: std::io::Error) -> Self {
+        QueueError::Disk(e.to_string())
+    }
+}
+
 impl QueueError {
     /// Whether the agent should retry the same batch later.
     pub fn is_retriable(&self) -> bool {
@@ -423,7 +436,7 @@ impl Queue {
         let bytes = match self.store()?.tree.get(record_key(seq)) {
             Ok(Some(b)) => b,
             Ok(None) => return Ok(None),
-            Err(e) => return Err(QueueError::Disk(e.to_string())),
+            Err(e) => return Err(e.into()),
         };
         match record::decode(&bytes) {
             Ok(batch) => Ok(Some(Stored { seq, batch })),
@@ -442,11 +455,7 @@ impl Queue {
         let mut b = sled::Batch::default();
         b.remove(&record_key(seq));
         b.remove(&index_key(seq));
-        let removed = self.store().and_then(|s| {
-            s.tree
-                .apply_batch(b)
-                .map_err(|e| QueueError::Disk(e.to_string()))
-        });
+        let removed = self.store().and_then(|s| Ok(s.tree.apply_batch(b)?));
         self.live().remove(seq);
         removed
     }
@@ -495,7 +504,7 @@ impl Queue {
         let (mut replayed, mut kept) = (0, 0);
         let store = self.store()?;
         for item in store.dead.iter() {
-            let (k, v) = item.map_err(|e| QueueError::Disk(e.to_string()))?;
+            let (k, v) = item?;
             let Some(record) = dead_letter_record(&v) else {
                 kept += 1;
                 continue;
@@ -511,17 +520,11 @@ impl Queue {
                 enqueued_at_ms: 0,
             };
             self.append(record.to_vec(), index).await?;
-            store
-                .dead
-                .remove(k)
-                .map_err(|e| QueueError::Disk(e.to_string()))?;
+            store.dead.remove(k)?;
             self.live().dead_letters -= 1;
             replayed += 1;
         }
-        store
-            .db
-            .flush()
-            .map_err(|e| QueueError::Disk(e.to_string()))?;
+        store.db.flush()?;
         Ok((replayed, kept))
     }
 
@@ -602,9 +605,7 @@ impl Queue {
         if let Some(w) = writer {
             w.shutdown();
         }
-        let flushed = self
-            .store()
-            .and_then(|s| s.db.flush().map_err(|e| QueueError::Disk(e.to_string())));
+        let flushed = self.store().and_then(|s| Ok(s.db.flush()?));
         if let Err(e) = flushed {
             tracing::error!(error = %e, "final queue flush failed");
         } else if had_writer {

@@ -172,8 +172,9 @@ impl Writer {
             let store = match self.shared.store() {
                 Ok(s) => s,
                 Err(e) => {
+                    let reason = disk_reason(e);
                     for req in group {
-                        let _ = req.reply.send(Err(QueueError::Disk(e.to_string())));
+                        let _ = req.reply.send(Err(QueueError::Disk(reason.clone())));
                     }
                     continue;
                 }
@@ -237,6 +238,7 @@ impl Writer {
                 tracing::info!("queue database reopened; accepting batches again");
             }
             Err(e) => {
+                let e = disk_reason(e);
                 tracing::debug!(error = %e, "queue database still failing");
                 lock(&self.shared.live).write_failure = Some(e.clone());
                 if let Some(f) = &mut self.failure {
@@ -244,6 +246,15 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// The text of a disk error, without `QueueError`'s prefix (it is wrapped
+/// again where it is shown).
+fn disk_reason(e: QueueError) -> String {
+    match e {
+        QueueError::Disk(reason) => reason,
+        other => other.to_string(),
     }
 }
 
@@ -258,10 +269,10 @@ impl Writer {
 /// A batch in the live index but missing on disk would be an acknowledged
 /// batch lost; it cannot happen when fdatasync told the truth, and is logged
 /// if it does.
-fn reopen(shared: &Shared, forget: &[(IdempotencyKey, u64)]) -> Result<Syncer, String> {
+fn reopen(shared: &Shared, forget: &[(IdempotencyKey, u64)]) -> Result<Syncer, QueueError> {
     // sled keeps its file lock until the last handle is gone: drop ours first.
     shared.set_store(None);
-    let store = Store::open(&shared.path, shared.cache_bytes).map_err(|e| e.to_string())?;
+    let store = Store::open(&shared.path, shared.cache_bytes)?;
     shared.set_store(Some(store.clone()));
     let mut fix = sled::Batch::default();
     for (k, created) in forget {
@@ -271,7 +282,7 @@ fn reopen(shared: &Shared, forget: &[(IdempotencyKey, u64)]) -> Result<Syncer, S
     let mut on_disk = 0;
     let mut stale = 0;
     for item in store.tree.scan_prefix([PREFIX_INDEX]) {
-        let (k, _) = item.map_err(|e| e.to_string())?;
+        let (k, _) = item?;
         let Some(seq) = seq_of(&k) else { continue };
         on_disk += 1;
         if !live.index.contains_key(&seq) {
@@ -287,11 +298,11 @@ fn reopen(shared: &Shared, forget: &[(IdempotencyKey, u64)]) -> Result<Syncer, S
             "acknowledged batches missing after reopening the queue database"
         );
     }
-    store.tree.apply_batch(fix).map_err(|e| e.to_string())?;
+    store.tree.apply_batch(fix)?;
     drop(live);
-    store.db.flush().map_err(|e| e.to_string())?;
-    let mut syncer = Syncer::new(&shared.path).map_err(|e| e.to_string())?;
-    syncer.sync().map_err(|e| e.to_string())?;
+    store.db.flush()?;
+    let mut syncer = Syncer::new(&shared.path)?;
+    syncer.sync()?;
     if stale > 0 {
         tracing::info!(removed = stale, "stale batches removed after reopening");
     }
@@ -326,7 +337,7 @@ fn check_key(
                 .load(std::sync::atomic::Ordering::Relaxed);
             match idempotency::lookup(tree, &k.scope, now, window) {
                 Ok(r) => r.map(|r| (r.seq, r.body, r.entries, r.service)),
-                Err(e) => return Some(Err(QueueError::Disk(e.to_string()))),
+                Err(e) => return Some(Err(e.into())),
             }
         }
     };
