@@ -24,6 +24,7 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod fd_limit;
 pub mod forward;
 pub mod model;
 pub mod queue;
@@ -87,7 +88,11 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
-    let queue = Queue::open(&config.queue)?;
+    // Opening blocks (sled recovery, a lock wait of up to 2 s): off the reactor.
+    let queue_cfg = config.queue.clone();
+    let queue = tokio::task::spawn_blocking(move || Queue::open(&queue_cfg))
+        .await
+        .map_err(std::io::Error::other)??;
     queue.set_idempotency_window(Duration::from_secs(config.server.idempotency_window_s));
     let sink = build_sink(&config, queue.node_id())?;
     let stats = Arc::new(Stats::new(sink.producer_type()));

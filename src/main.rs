@@ -95,6 +95,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_tracing(&cfg);
+    match edge_ingester::fd_limit::raise_and_check(cfg.server.max_connections) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match runtime().and_then(|rt| rt.block_on(serve_until_signal(cfg))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

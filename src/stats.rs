@@ -327,6 +327,11 @@ impl Stats {
                 "Batches evicted by when_full = drop_oldest.",
                 q.dropped_batches,
             ),
+            (
+                "queue_disk_errors_total",
+                "Failed queue commits and syncs (ENOSPC, EIO); see /ready for the state.",
+                q.disk_errors,
+            ),
         ] {
             let _ = writeln!(out, "# HELP edge_ingester_{name} {help}");
             let _ = writeln!(out, "# TYPE edge_ingester_{name} counter");

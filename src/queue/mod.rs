@@ -56,11 +56,14 @@
 
 mod idempotency;
 mod ledger;
+mod plan;
 mod record;
+mod syncer;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -138,6 +141,10 @@ pub struct QueueStats {
     pub oldest_age_seconds: crate::stats::Nullable<f64>,
     pub dropped_batches: u64,
     pub dead_letter_batches: u64,
+    /// Failed commits and syncs since start (Prometheus only).
+    #[serde(skip)]
+    #[oai(skip)]
+    pub disk_errors: u64,
 }
 
 /// A batch read back for forwarding.
@@ -217,6 +224,13 @@ struct Shared {
     idempotency_window_ms: std::sync::atomic::AtomicU64,
     /// The committed high-water mark kept outside sled (see `ledger.rs`).
     ledger: ledger::Ledger,
+    /// Something changed on disk outside a commit (an ack, a dead-letter
+    /// move, a sweep): the writer syncs it within `writer::IDLE_TICK`.
+    unsynced: AtomicBool,
+    /// What the directory takes on disk, sampled by the writer.
+    disk_bytes: AtomicU64,
+    /// Failed commits and syncs since start.
+    disk_errors: AtomicU64,
 }
 
 /// Handle to the queue; cheap to clone.
@@ -315,6 +329,7 @@ impl Queue {
         live.committed_next_seq = live.next_seq;
         live.dead_letters = dead.len() as u64;
 
+        let path_for_sample = path.clone();
         let ledger = ledger::Ledger::new(&path);
         if let Some(recorded) = ledger.read() {
             if live.next_seq < recorded {
@@ -361,6 +376,9 @@ impl Queue {
                 crate::config::DEFAULT_IDEMPOTENCY_WINDOW_S * 1000,
             ),
             ledger,
+            unsynced: AtomicBool::new(false),
+            disk_bytes: AtomicU64::new(dir_allocated_bytes(&path_for_sample)),
+            disk_errors: AtomicU64::new(0),
         })
     }
 
@@ -456,6 +474,7 @@ impl Queue {
         b.remove(&record_key(seq));
         b.remove(&index_key(seq));
         let removed = self.store().and_then(|s| Ok(s.tree.apply_batch(b)?));
+        self.shared.unsynced.store(true, Ordering::Release);
         self.live().remove(seq);
         removed
     }
@@ -486,6 +505,7 @@ impl Queue {
                 store.tree.apply_batch(b)
             })
             .and_then(|_| store.db.flush().map(|_| ()));
+        self.shared.unsynced.store(true, Ordering::Release);
         match moved {
             Ok(()) => {
                 let mut live = self.live();
@@ -554,8 +574,9 @@ impl Queue {
         None
     }
 
+    /// Cheap: `disk_bytes` is the writer's latest sample, never a walk.
     pub fn stats(&self) -> QueueStats {
-        let disk_bytes = dir_allocated_bytes(&self.shared.path);
+        let disk_bytes = self.shared.disk_bytes.load(Ordering::Relaxed);
         let live = self.live();
         let oldest_age_seconds = live
             .index
@@ -571,6 +592,7 @@ impl Queue {
             oldest_age_seconds: crate::stats::Nullable(oldest_age_seconds),
             dropped_batches: live.dropped,
             dead_letter_batches: live.dead_letters,
+            disk_errors: self.shared.disk_errors.load(Ordering::Relaxed),
         }
     }
 

@@ -4,24 +4,41 @@
 //! A dedicated OS thread because everything it does blocks (sled, fsync).
 //! Batching is natural, not timed: while one commit syncs, new requests queue
 //! up in the channel and all of them go into the next commit.
+//!
+//! ```text
+//!                 ┌──────────────── commit ok ◄─────────────┐
+//!                 ▼                                         │
+//!   ┌──────────► healthy ── appends ──► plan → apply → flush → sync
+//!   │             │  every IDLE_TICK: changes since the last sync (acks,
+//!   │             │  dead letters, sled's own rewrites)? flush + sync
+//!   │             │                                         │
+//!   │             │   write / open / list failed (ENOSPC, EMFILE)
+//!   │             │   and the old log handle still syncs     │ fsync itself
+//!   │             ▼                                         │ failed (EIO),
+//!   │        failed: 503 at once, /ready 503                │ or the probe of
+//!   │             │  every REOPEN_EVERY: reopen sled,       │ the old handle
+//!   └── ok ───────┘  drop what failed commits left, sync    │ fails
+//!                                                           ▼
+//!                      poisoned: 503 at once, /ready 503, never reopened —
+//!                      the page cache may hold pages the disk lost; only a
+//!                      restart (which re-reads the disk) clears it
+//! ```
 
-use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::idempotency::{self, Appended, IdempotencyKey};
+use super::plan::{plan, Plan};
+use super::syncer::{SyncError, Syncer};
 use super::{
-    index_key, lock, now_ms, record_key, seq_of, IndexEntry, QueueError, Shared, Store,
-    META_NEXT_SEQ, PREFIX_INDEX,
+    dir_allocated_bytes, index_key, lock, now_ms, record_key, seq_of, IndexEntry, QueueError,
+    Shared, Store, META_NEXT_SEQ, PREFIX_INDEX,
 };
-use crate::config::WhenFull;
 
 /// Most appends folded into one commit, so one commit's latency stays bounded
 /// under a burst.
@@ -34,6 +51,16 @@ const LEDGER_EVERY_MS: u64 = 1_000;
 /// After a failed commit, how often the writer tries to reopen the database
 /// (and so how soon it notices that space came back).
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
+/// The longest the writer sleeps without looking at its housekeeping. It
+/// bounds how long a change made outside a commit stays unsynced. NOTE:
+/// acks and dead-letter moves make sled consolidate leaves and clean
+/// segments, writing new copies of acknowledged batches; sled frees the old
+/// copy after its own `sync_file_range`, which a power cut forgets. While a
+/// backlog drains with no new appends, nothing else would sync those copies.
+const IDLE_TICK: Duration = Duration::from_millis(100);
+/// How often `disk_bytes` is measured (a directory walk), so `/stats` never
+/// walks the directory itself.
+const DISK_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) struct Request {
     pub record: Vec<u8>,
@@ -48,17 +75,21 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
-    pub fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
+    pub fn start(shared: Arc<Shared>) -> Result<Handle, String> {
         let (tx, rx) = mpsc::channel();
-        let syncer = Syncer::new(&shared.path)?;
+        let syncer = Syncer::new(&shared.path).map_err(|e| e.to_string())?;
         let writer = Writer {
             shared,
             syncer,
             failure: None,
+            last_sweep_ms: 0,
+            last_ledger_ms: now_ms(),
+            last_disk_sample: Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || writer.run(rx))
+            .map_err(|e| e.to_string())?;
         Ok(Handle { tx, thread })
     }
 
@@ -75,85 +106,54 @@ impl Handle {
     }
 }
 
-/// Makes sled's writes durable: fdatasync of the log file and of blob files.
-struct Syncer {
-    log: File,
-    blobs_dir: PathBuf,
-    /// Blob files already synced; sled never rewrites a blob in place.
-    synced_blobs: HashSet<std::ffi::OsString>,
-}
-
-impl Syncer {
-    fn new(dir: &Path) -> std::io::Result<Syncer> {
-        Ok(Syncer {
-            log: File::open(dir.join("db"))?,
-            blobs_dir: dir.join("blobs"),
-            synced_blobs: HashSet::new(),
-        })
-    }
-
-    fn sync(&mut self) -> std::io::Result<()> {
-        self.log.sync_data()?;
-        let Ok(entries) = std::fs::read_dir(&self.blobs_dir) else {
-            return Ok(());
-        };
-        let mut present = HashSet::new();
-        let mut new_blob = false;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if !self.synced_blobs.contains(&name) {
-                // A blob sled removed meanwhile is fine to miss.
-                if let Ok(f) = File::open(entry.path()) {
-                    f.sync_data()?;
-                    new_blob = true;
-                }
-            }
-            present.insert(name);
-        }
-        if new_blob {
-            File::open(&self.blobs_dir)?.sync_all()?;
-        }
-        self.synced_blobs = present;
-        Ok(())
-    }
-}
-
 /// The writer thread's state.
 struct Writer {
     shared: Arc<Shared>,
     syncer: Syncer,
-    /// Set by a failed commit; cleared once the database is reopened.
+    /// Set by a failed commit or sync; cleared once the database is reopened
+    /// (never, if the failure is fatal).
     failure: Option<Failure>,
+    last_sweep_ms: u64,
+    last_ledger_ms: u64,
+    last_disk_sample: Instant,
 }
 
 /// A failed commit, and what must be undone before writing again.
 struct Failure {
     reason: String,
+    /// An fsync failed: the writer never writes again in this process.
+    fatal: bool,
     last_attempt: Instant,
     /// Idempotency keys remembered by failed commits (with their time): a
     /// retry must not be answered with a batch that was never stored.
     forget: Vec<(IdempotencyKey, u64)>,
 }
 
+/// Why a commit or a sync failed.
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    /// sled refused the write or its flush (ENOSPC, EIO on write).
+    #[error("{0}")]
+    Write(String),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+}
+
+/// A failed commit: why, and the idempotency keys it may have left behind.
+struct CommitFailure {
+    error: CommitError,
+    forget: Vec<(IdempotencyKey, u64)>,
+}
+
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Request>) {
-        let mut last_sweep_ms = 0;
-        let mut last_ledger_ms = now_ms();
         loop {
-            // While failed, wake up on a timer too, so the service recovers
-            // (and `/ready` turns 200) without waiting for a request.
-            let first = match &self.failure {
-                None => rx.recv().ok(),
-                Some(_) => match rx.recv_timeout(REOPEN_EVERY) {
-                    Ok(r) => Some(r),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                },
+            let first = match rx.recv_timeout(IDLE_TICK) {
+                Ok(r) => Some(r),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break, // shutdown
             };
-            if first.is_none() && self.failure.is_none() {
-                break; // every sender is gone: shutdown
-            }
-            self.recover_if_due();
+            self.housekeeping();
             let Some(first) = first else { continue };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -179,54 +179,124 @@ impl Writer {
                     continue;
                 }
             };
-            if let Err((reason, forget)) = commit(&self.shared, &store, &mut self.syncer, group) {
-                self.fail(reason, forget);
-                continue;
+            match commit(&self.shared, &store, &mut self.syncer, group) {
+                Ok(()) => self.after_commit(&store),
+                Err(f) => self.fail(f),
             }
-            let now = now_ms();
-            if now.saturating_sub(last_ledger_ms) >= LEDGER_EVERY_MS {
-                last_ledger_ms = now;
-                // Only what the commit above made durable: the ledger never
-                // runs ahead of sled, so a crash cannot make it cry wolf.
-                let committed = lock(&self.shared.live).committed_next_seq;
-                if let Err(e) = self.shared.ledger.write(committed) {
-                    tracing::warn!(error = %e, "cannot update the queue ledger");
-                }
+        }
+        // Removals since the last commit: synced so a clean stop does not
+        // redeliver them.
+        self.sync_if_changed();
+    }
+
+    /// Work that must happen even when no append arrives.
+    fn housekeeping(&mut self) {
+        self.recover_if_due();
+        self.sync_if_changed();
+        if self.last_disk_sample.elapsed() >= DISK_SAMPLE_EVERY {
+            self.last_disk_sample = Instant::now();
+            let bytes = dir_allocated_bytes(&self.shared.path);
+            self.shared.disk_bytes.store(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Flushes and syncs changes made outside a commit (see `IDLE_TICK`).
+    fn sync_if_changed(&mut self) {
+        if self.failure.is_some() || !self.shared.unsynced.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let synced = self
+            .shared
+            .store()
+            .map_err(|e| CommitError::Write(disk_reason(e)))
+            .and_then(|s| s.db.flush().map_err(|e| CommitError::Write(e.to_string())))
+            .and_then(|_| Ok(self.syncer.sync()?));
+        if let Err(error) = synced {
+            self.shared.unsynced.store(true, Ordering::Release);
+            self.fail(CommitFailure {
+                error,
+                forget: Vec::new(),
+            });
+        }
+    }
+
+    fn after_commit(&mut self, store: &Store) {
+        let now = now_ms();
+        if now.saturating_sub(self.last_ledger_ms) >= LEDGER_EVERY_MS {
+            self.last_ledger_ms = now;
+            // Only what the commit made durable: the ledger never runs ahead
+            // of sled, so a crash cannot make it cry wolf.
+            let committed = lock(&self.shared.live).committed_next_seq;
+            if let Err(e) = self.shared.ledger.write(committed) {
+                tracing::warn!(error = %e, "cannot update the queue ledger");
             }
-            if now.saturating_sub(last_sweep_ms) >= SWEEP_EVERY_MS {
-                last_sweep_ms = now;
-                let window = self
-                    .shared
-                    .idempotency_window_ms
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                match idempotency::sweep(&store.tree, now, window) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(removed = n, "expired idempotency keys swept"),
-                    Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+        }
+        if now.saturating_sub(self.last_sweep_ms) >= SWEEP_EVERY_MS {
+            self.last_sweep_ms = now;
+            let window = self.shared.idempotency_window_ms.load(Ordering::Relaxed);
+            match idempotency::sweep(&store.tree, now, window) {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.shared.unsynced.store(true, Ordering::Release);
+                    tracing::debug!(removed = n, "expired idempotency keys swept");
                 }
+                Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
             }
         }
     }
 
-    fn fail(&mut self, reason: String, forget: Vec<(IdempotencyKey, u64)>) {
-        lock(&self.shared.live).write_failure = Some(reason.clone());
+    fn fail(&mut self, f: CommitFailure) {
+        self.shared.disk_errors.fetch_add(1, Ordering::Relaxed);
+        // A write error may hide a lost writeback that sled's flush already
+        // consumed on its own handle: ours, opened earlier, still hears it.
+        let probe = match &f.error {
+            CommitError::Sync(e) if !e.is_recoverable() => None,
+            _ => self.syncer.probe().err(),
+        };
+        let fatal =
+            matches!(&f.error, CommitError::Sync(e) if !e.is_recoverable()) || probe.is_some();
+        let cause = probe.map_or_else(|| f.error.to_string(), |p| p.to_string());
+        let was_fatal = self.failure.as_ref().is_some_and(|x| x.fatal);
+        if fatal && !was_fatal {
+            let reason = format!(
+                "{cause} — the queue refuses writes until edge-ingester is restarted (a restart \
+                 re-reads what is really on disk)"
+            );
+            tracing::error!(
+                error = %cause,
+                "QUEUE DISK FAILURE: fsync failed, so data written since the last good sync may \
+                 not be on disk. Refusing all writes (503) until restart; check the disk (dmesg)."
+            );
+            lock(&self.shared.live).write_failure = Some(reason.clone());
+            let forget = self.failure.take().map(|x| x.forget).unwrap_or_default();
+            self.failure = Some(Failure {
+                reason,
+                fatal: true,
+                last_attempt: Instant::now(),
+                forget,
+            });
+            return;
+        }
         match &mut self.failure {
-            Some(f) => f.forget.extend(forget),
+            Some(x) => x.forget.extend(f.forget),
             None => {
-                tracing::error!(error = %reason, "queue write failed; answering 503 until the database is reopened");
+                tracing::error!(error = %cause, "queue write failed; answering 503 until the database is reopened");
+                lock(&self.shared.live).write_failure = Some(cause.clone());
                 self.failure = Some(Failure {
-                    reason,
+                    reason: cause,
+                    fatal: false,
                     last_attempt: Instant::now(),
-                    forget,
+                    forget: f.forget,
                 });
             }
         }
     }
 
-    /// Reopens the database once `REOPEN_EVERY` has passed since the last try.
+    /// Reopens the database once `REOPEN_EVERY` has passed since the last
+    /// try, unless the failure is fatal.
     fn recover_if_due(&mut self) {
         let Some(f) = &mut self.failure else { return };
-        if f.last_attempt.elapsed() < REOPEN_EVERY {
+        if f.fatal || f.last_attempt.elapsed() < REOPEN_EVERY {
             return;
         }
         f.last_attempt = Instant::now();
@@ -234,6 +304,7 @@ impl Writer {
             Ok(syncer) => {
                 self.syncer = syncer;
                 self.failure = None;
+                self.shared.unsynced.store(false, Ordering::Release);
                 lock(&self.shared.live).write_failure = None;
                 tracing::info!("queue database reopened; accepting batches again");
             }
@@ -241,9 +312,7 @@ impl Writer {
                 let e = disk_reason(e);
                 tracing::debug!(error = %e, "queue database still failing");
                 lock(&self.shared.live).write_failure = Some(e.clone());
-                if let Some(f) = &mut self.failure {
-                    f.reason = e;
-                }
+                f.reason = e;
             }
         }
     }
@@ -278,146 +347,45 @@ fn reopen(shared: &Shared, forget: &[(IdempotencyKey, u64)]) -> Result<Syncer, Q
     for (k, created) in forget {
         idempotency::forget(&mut fix, k, *created);
     }
-    let live = lock(&shared.live);
-    let mut on_disk = 0;
-    let mut stale = 0;
+    // Scanned before taking the lock: only this thread appends, so the live
+    // index can only shrink meanwhile, and removing a batch twice is harmless.
+    let mut on_disk = Vec::new();
     for item in store.tree.scan_prefix([PREFIX_INDEX]) {
         let (k, _) = item?;
-        let Some(seq) = seq_of(&k) else { continue };
-        on_disk += 1;
-        if !live.index.contains_key(&seq) {
-            fix.remove(&record_key(seq));
-            fix.remove(&index_key(seq));
-            stale += 1;
-        }
+        on_disk.extend(seq_of(&k));
     }
-    let missing = (live.index.len() as u64).saturating_sub(on_disk - stale);
+    let (stale, missing) = {
+        let live = lock(&shared.live);
+        let stale: Vec<u64> = on_disk
+            .iter()
+            .copied()
+            .filter(|s| !live.index.contains_key(s))
+            .collect();
+        let kept = (on_disk.len() - stale.len()) as u64;
+        (stale, (live.index.len() as u64).saturating_sub(kept))
+    };
     if missing > 0 {
         tracing::error!(
             missing,
             "acknowledged batches missing after reopening the queue database"
         );
     }
+    for seq in &stale {
+        fix.remove(&record_key(*seq));
+        fix.remove(&index_key(*seq));
+    }
     store.tree.apply_batch(fix)?;
-    drop(live);
     store.db.flush()?;
-    let mut syncer = Syncer::new(&shared.path)?;
-    syncer.sync()?;
-    if stale > 0 {
-        tracing::info!(removed = stale, "stale batches removed after reopening");
+    let mut syncer = Syncer::new(&shared.path).map_err(|e| QueueError::Disk(e.to_string()))?;
+    syncer.sync().map_err(|e| QueueError::Disk(e.to_string()))?;
+    if !stale.is_empty() {
+        tracing::info!(
+            removed = stale.len(),
+            "stale batches removed after reopening"
+        );
     }
     Ok(syncer)
 }
-
-/// What the capacity and idempotency checks decided for one commit.
-struct Plan {
-    accepted: Vec<(u64, Request)>,
-    rejected: Vec<(Request, QueueError)>,
-    /// Retries of earlier appends: answered once this commit is durable (the
-    /// earlier append may be in this very commit).
-    replays: Vec<(Request, Appended)>,
-    evicted: Vec<u64>,
-    next_seq: u64,
-}
-
-/// Checks a request's idempotency key against this group and the tree.
-/// `Some` decides the request without storing it.
-fn check_key(
-    shared: &Shared,
-    tree: &sled::Tree,
-    k: &IdempotencyKey,
-    pending: &HashMap<[u8; 32], (u64, IdempotencyKey)>,
-    now: u64,
-) -> Option<Result<Appended, QueueError>> {
-    let earlier = match pending.get(&k.scope) {
-        Some((seq, p)) => Some((*seq, p.body, p.entries, p.service.clone())),
-        None => {
-            let window = shared
-                .idempotency_window_ms
-                .load(std::sync::atomic::Ordering::Relaxed);
-            match idempotency::lookup(tree, &k.scope, now, window) {
-                Ok(r) => r.map(|r| (r.seq, r.body, r.entries, r.service)),
-                Err(e) => return Some(Err(e.into())),
-            }
-        }
-    };
-    let (seq, body, entries, service) = earlier?;
-    Some(if body == k.body {
-        Ok(Appended::Replayed {
-            seq,
-            entries,
-            service,
-        })
-    } else {
-        Err(QueueError::IdempotencyConflict)
-    })
-}
-
-fn plan(shared: &Shared, tree: &sled::Tree, group: Vec<Request>) -> Plan {
-    let live = lock(&shared.live);
-    let max = shared.max_bytes;
-    let mut bytes = live.bytes;
-    let mut next_seq = live.next_seq;
-    let mut oldest = live.index.iter();
-    let now = now_ms();
-    let mut p = Plan {
-        accepted: Vec::with_capacity(group.len()),
-        rejected: Vec::new(),
-        replays: Vec::new(),
-        evicted: Vec::new(),
-        next_seq,
-    };
-    // Keys accepted earlier in this group, so a concurrent retry in the same
-    // commit replays instead of storing twice.
-    let mut pending: HashMap<[u8; 32], (u64, IdempotencyKey)> = HashMap::new();
-    for req in group {
-        if let Some(k) = &req.idempotency {
-            match check_key(shared, tree, k, &pending, now) {
-                Some(Ok(replay)) => {
-                    p.replays.push((req, replay));
-                    continue;
-                }
-                Some(Err(e)) => {
-                    p.rejected.push((req, e));
-                    continue;
-                }
-                None => {}
-            }
-        }
-        let len = req.record.len() as u64;
-        if bytes + len > max && shared.when_full == WhenFull::DropOldest && len <= max {
-            // Evict only batches already on disk; this group's are newer.
-            for (seq, e) in oldest.by_ref() {
-                p.evicted.push(*seq);
-                bytes -= u64::from(e.record_bytes);
-                if bytes + len <= max {
-                    break;
-                }
-            }
-        }
-        if bytes + len > max {
-            p.rejected.push((
-                req,
-                QueueError::Full {
-                    bytes,
-                    max_bytes: max,
-                },
-            ));
-            continue;
-        }
-        bytes += len;
-        if let Some(k) = &req.idempotency {
-            pending.insert(k.scope, (next_seq, k.clone()));
-        }
-        p.accepted.push((next_seq, req));
-        next_seq += 1;
-    }
-    p.next_seq = next_seq;
-    p
-}
-
-/// A failed commit: why, and the idempotency keys it may have left behind.
-type CommitError = (String, Vec<(IdempotencyKey, u64)>);
 
 /// Commits one group and answers every request in it.
 fn commit(
@@ -425,7 +393,7 @@ fn commit(
     store: &Store,
     syncer: &mut Syncer,
     group: Vec<Request>,
-) -> Result<(), CommitError> {
+) -> Result<(), CommitFailure> {
     let Plan {
         accepted,
         rejected,
@@ -461,67 +429,101 @@ fn commit(
     }
     batch.insert(META_NEXT_SEQ, &next_seq.to_be_bytes());
 
+    // This sync also covers every change made outside commits so far.
+    shared.unsynced.store(false, Ordering::Release);
     let result = store
         .tree
         .apply_batch(batch)
         .and_then(|_| store.db.flush())
-        .map_err(|e| e.to_string())
-        .and_then(|_| syncer.sync().map_err(|e| e.to_string()));
+        .map_err(|e| CommitError::Write(e.to_string()))
+        .and_then(|_| Ok(syncer.sync()?));
 
-    match result {
-        Ok(()) => {
-            {
-                let mut live = lock(&shared.live);
-                live.next_seq = next_seq;
-                live.committed_next_seq = next_seq;
-                live.write_failure = None;
-                for seq in &evicted {
-                    if live.remove(*seq).is_some() {
-                        live.dropped += 1;
-                    }
-                }
-                for (seq, req) in &accepted {
-                    live.insert(
-                        *seq,
-                        IndexEntry {
-                            enqueued_at_ms: now,
-                            ..req.index
-                        },
-                    );
-                }
-            }
-            if !evicted.is_empty() {
-                tracing::warn!(
-                    batches = evicted.len(),
-                    "queue full: dropped oldest batches"
-                );
-            }
-            shared.appended.notify_waiters();
-            for (seq, req) in accepted {
-                let _ = req.reply.send(Ok(Appended::Stored(seq)));
-            }
-            for (req, replay) in replays {
-                let _ = req.reply.send(Ok(replay));
+    if let Err(error) = result {
+        // Nothing of this commit is acknowledged. Whatever sled kept of it
+        // is removed when the writer reopens the database.
+        shared.unsynced.store(true, Ordering::Release);
+        let forget = accepted
+            .iter()
+            .filter_map(|(_, req)| req.idempotency.clone())
+            .map(|k| (k, now))
+            .collect();
+        lock(&shared.live).next_seq = next_seq;
+        let reason = error.to_string();
+        for req in accepted
+            .into_iter()
+            .map(|(_, r)| r)
+            .chain(replays.into_iter().map(|(r, _)| r))
+        {
+            let _ = req.reply.send(Err(QueueError::Disk(reason.clone())));
+        }
+        return Err(CommitFailure { error, forget });
+    }
+    {
+        let mut live = lock(&shared.live);
+        live.next_seq = next_seq;
+        live.committed_next_seq = next_seq;
+        live.write_failure = None;
+        for seq in &evicted {
+            if live.remove(*seq).is_some() {
+                live.dropped += 1;
             }
         }
-        Err(reason) => {
-            // Nothing of this commit is acknowledged. Whatever sled kept of
-            // it is removed when the writer reopens the database.
-            let forget = accepted
-                .iter()
-                .filter_map(|(_, req)| req.idempotency.clone())
-                .map(|k| (k, now))
-                .collect();
-            lock(&shared.live).next_seq = next_seq;
-            for req in accepted
-                .into_iter()
-                .map(|(_, r)| r)
-                .chain(replays.into_iter().map(|(r, _)| r))
-            {
-                let _ = req.reply.send(Err(QueueError::Disk(reason.clone())));
-            }
-            return Err((reason, forget));
+        for (seq, req) in &accepted {
+            live.insert(
+                *seq,
+                IndexEntry {
+                    enqueued_at_ms: now,
+                    ..req.index
+                },
+            );
         }
     }
+    if !evicted.is_empty() {
+        tracing::warn!(
+            batches = evicted.len(),
+            "queue full: dropped oldest batches"
+        );
+    }
+    shared.appended.notify_waiters();
+    for (seq, req) in accepted {
+        let _ = req.reply.send(Ok(Appended::Stored(seq)));
+    }
+    for (req, replay) in replays {
+        let _ = req.reply.send(Ok(replay));
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueueConfig;
+    use crate::model::Kind;
+    use crate::queue::Queue;
+
+    #[tokio::test]
+    async fn a_removal_is_synced_within_a_tick_without_any_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = QueueConfig {
+            path: dir.path().join("q"),
+            ..QueueConfig::default()
+        };
+        let q = Queue::open(&cfg).unwrap();
+        let index = IndexEntry {
+            kind: Kind::Logs,
+            entries: 1,
+            record_bytes: 3,
+            enqueued_at_ms: 0,
+        };
+        let seq = q.append(vec![1, 2, 3], index).await.unwrap();
+        assert!(!q.shared.unsynced.load(Ordering::Acquire));
+        q.ack(seq).unwrap();
+        assert!(q.shared.unsynced.load(Ordering::Acquire));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while q.shared.unsynced.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the ack was never synced");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        q.close();
+    }
 }
