@@ -54,6 +54,7 @@
 //! `max_bytes` limits; `disk_bytes` is what the directory takes, which sled
 //! keeps at a few times the live bytes and does not hand back to the OS.
 
+mod durable_dir;
 mod idempotency;
 mod ledger;
 mod plan;
@@ -307,7 +308,11 @@ impl Queue {
 
     fn open_shared(cfg: &QueueConfig, writable: bool) -> Result<Shared, QueueError> {
         let path = cfg.path.clone();
-        std::fs::create_dir_all(&path).map_err(|e| open_err(&path, e))?;
+        if writable {
+            durable_dir::create_dir_all(&path).map_err(|e| open_err(&path, e))?;
+        } else if !path.is_dir() {
+            return Err(open_err(&path, "no queue here"));
+        }
         let store = Store::open(&path, cfg.cache_bytes)?;
         let Store { db, tree, dead } = &store;
 
@@ -338,14 +343,22 @@ impl Queue {
                     format!(
                         "the queue database has lost acknowledged batches: it ends at sequence {} \
                          but {recorded} were committed (its log file was truncated or replaced). \
-                         Refusing to start over it. Inspect it with `edge-ingester queue inspect`; \
-                         to start empty, move the directory aside",
-                        live.next_seq
+                         Refusing to start over it. First run `edge-ingester queue inspect \
+                         --data-dir {}` to see what is still there and keep a copy of the \
+                         directory: starting on an empty queue discards whatever it still holds",
+                        live.next_seq,
+                        path.display()
                     ),
                 ));
             }
         }
         if writable {
+            // NOTE: after a kill -9 the page cache can still hold a commit
+            // that was never synced (nor acknowledged). Recording its
+            // next_seq before making it durable would let a power cut right
+            // after start-up leave the ledger ahead of the disk, and the
+            // next start would refuse a good queue.
+            sync_store(&path, db).map_err(|e| open_err(&path, e))?;
             ledger
                 .write(live.next_seq)
                 .map_err(|e| open_err(&path, e))?;
@@ -687,6 +700,15 @@ fn dead_letter_reason(v: &[u8]) -> String {
     v.get(4..4 + len as usize)
         .map(|r| String::from_utf8_lossy(r).into_owned())
         .unwrap_or_else(|| "unreadable dead letter".into())
+}
+
+/// Makes what sled holds durable: its buffers written, its log file
+/// fdatasynced, the directory's entries fsynced.
+fn sync_store(path: &Path, db: &sled::Db) -> Result<(), QueueError> {
+    db.flush()?;
+    std::fs::File::open(path.join("db"))?.sync_data()?;
+    durable_dir::sync_dir(path)?;
+    Ok(())
 }
 
 /// How long `open` waits for another holder of the queue's lock to let go.
