@@ -129,7 +129,10 @@ fn a_truncated_or_overwritten_log_is_refused_not_silently_started_empty() {
         assert_eq!(out.status.code(), Some(1), "{damage}: {err}");
         assert!(err.contains("lost acknowledged batches"), "{damage}: {err}");
         // The advice never discards data before it was inspected.
-        assert!(err.contains("First run `edge-ingester queue inspect"), "{damage}: {err}");
+        assert!(
+            err.contains("First run `edge-ingester queue inspect"),
+            "{damage}: {err}"
+        );
         assert!(!err.contains("move the directory aside"), "{damage}: {err}");
 
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-ingester"))

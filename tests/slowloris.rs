@@ -136,7 +136,7 @@ async fn slow_and_abusive_clients_do_not_stop_a_normal_one() {
             tokio::spawn(async move {
                 let mut b = [0u8; 16];
                 let closed = matches!(
-                    tokio::time::timeout(Duration::from_millis(1000), s.read(&mut b)).await,
+                    tokio::time::timeout(Duration::from_millis(2500), s.read(&mut b)).await,
                     Ok(Ok(0)) | Ok(Err(_))
                 );
                 (closed, s)
@@ -185,5 +185,139 @@ async fn slow_and_abusive_clients_do_not_stop_a_normal_one() {
     assert_eq!(status, 202);
     let s = stats(&c, &server.base).await;
     assert_eq!(s["queue"]["depth_batches"], 3, "{}", s["queue"]);
+    server.stop().await;
+}
+
+/// Connects from `source`, writes `bytes`, then waits; returns how long the
+/// server kept the connection open (`None`: longer than `limit`).
+async fn send_then_wait(
+    source: &str,
+    server: SocketAddr,
+    bytes: &[u8],
+    limit: Duration,
+) -> Option<Duration> {
+    let mut s = connect_from(source, server).await.unwrap();
+    let start = Instant::now();
+    s.write_all(bytes).await.unwrap();
+    let mut buf = [0u8; 256];
+    let deadline = start + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {} // e.g. the server's SETTINGS frame; the close follows
+            Err(_) => return None,
+        }
+    }
+}
+
+/// One HTTP/2 request, then silence; returns the status and how long after
+/// the response the server closed the connection (`None`: not within `limit`).
+async fn h2_request_then_idle(server: SocketAddr, limit: Duration) -> (u16, Option<Duration>) {
+    let tcp = connect_from("127.0.0.6", server).await.unwrap();
+    let (mut send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = conn.await;
+        let _ = closed_tx.send(Instant::now());
+    });
+    let req = poem::http::Request::post(format!("http://{server}/logs"))
+        .header("content-type", "application/json")
+        .header("x-api-key", KEY)
+        .body(())
+        .unwrap();
+    let body = serde_json::to_vec(&log_batch(&["h2".into()])).unwrap();
+    let (resp, mut stream) = send.send_request(req, false).unwrap();
+    stream.send_data(body.into(), true).unwrap();
+    let resp = resp.await.unwrap();
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let answered = Instant::now();
+    // `send` stays alive: the client itself never closes the connection.
+    let closed_at = tokio::time::timeout(limit, closed).await;
+    drop(send);
+    (status, closed_at.ok().map(|t| t.unwrap() - answered))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prefaces_and_idle_connections_are_cut_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    // Short, so the test is quick; the margin below is for a loaded machine.
+    cfg.server.header_timeout_ms = 1_000;
+    let header_timeout = Duration::from_millis(cfg.server.header_timeout_ms);
+    let server = InProcess::start(cfg).await;
+    let addr: SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let limit = header_timeout * 6;
+    let bound = header_timeout + Duration::from_secs(2);
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let cases: [(&str, &[u8]); 3] = [
+        ("one byte `P`", b"P"),
+        ("23 bytes of the preface", &PREFACE[..23]),
+        ("the whole preface, then nothing", PREFACE),
+    ];
+    let handles: Vec<_> = cases
+        .iter()
+        .map(|(name, bytes)| {
+            let bytes = bytes.to_vec();
+            let name = name.to_string();
+            tokio::spawn(
+                async move { (name, send_then_wait("127.0.0.5", addr, &bytes, limit).await) },
+            )
+        })
+        .collect();
+    let (h2_status, h2_idle) = h2_request_then_idle(addr, limit).await;
+    for h in handles {
+        let (name, cut) = h.await.unwrap();
+        eprintln!("{name}: closed after {cut:?}");
+        let cut = cut.unwrap_or_else(|| panic!("{name}: still open after {limit:?}"));
+        assert!(cut < bound, "{name}: closed only after {cut:?}");
+    }
+    eprintln!("HTTP/2 connection: {h2_status}, closed {h2_idle:?} after its last response");
+    assert_eq!(h2_status, 202);
+    let idle = h2_idle.expect("an idle HTTP/2 connection was never closed");
+    assert!(
+        idle < bound,
+        "idle HTTP/2 connection closed only after {idle:?}"
+    );
+
+    // An idle HTTP/1.1 keep-alive connection too.
+    let mut s = connect_from("127.0.0.7", addr).await.unwrap();
+    let body = serde_json::to_vec(&log_batch(&["h1".into()])).unwrap();
+    let head = format!(
+        "POST /logs HTTP/1.1\r\nHost: edge\r\ncontent-type: application/json\r\n\
+         x-api-key: {KEY}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 202"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let answered = Instant::now();
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    let idle = answered.elapsed();
+    eprintln!("HTTP/1.1 keep-alive connection closed {idle:?} after its response");
+    assert!(
+        closed.is_ok() && idle < bound,
+        "idle HTTP/1.1 kept {idle:?}"
+    );
     server.stop().await;
 }

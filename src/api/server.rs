@@ -4,11 +4,19 @@
 //! NOTE: poem's `Server` configures hyper without a timer, so hyper's
 //! `header_read_timeout` never fires and a client trickling its headers
 //! holds a connection forever (slowloris). This loop drives hyper directly:
-//! - `server.header_timeout_ms`: the request head must arrive in time, on
-//!   every request of a keep-alive connection, or the connection is closed.
-//!   hyper starts that clock only once a first byte has arrived, so a
-//!   connection that sends nothing at all is bounded here, by the same
-//!   timeout, before hyper gets it;
+//! - `server.header_timeout_ms`: every connection must deliver a complete
+//!   request head within it of being accepted, whatever its first bytes,
+//!   and a connection with no request in progress is closed once it has
+//!   been idle that long (HTTP/1.1 keep-alive and HTTP/2 alike). NOTE:
+//!   hyper's own clocks do not cover this: its header timeout starts only
+//!   once an HTTP/1 connection exists, and hyper-util's version detection
+//!   read a lone `P` (a prefix of the HTTP/2 preface) with no timer at all —
+//!   such a connection was still open after 8 s with a 5 s timeout — while
+//!   an HTTP/2 connection had no idle limit. So the loop keeps its own
+//!   watch over each connection's requests (`Activity`);
+//! - HTTP/2: keep-alive pings (`H2_KEEP_ALIVE`) so a vanished peer is
+//!   noticed, and at most `H2_MAX_STREAMS` concurrent streams, so one
+//!   connection cannot multiply the bodies held in memory;
 //! - `server.max_header_bytes`: hyper's read buffer, so a larger head is a
 //!   431 and never grows memory;
 //! - `server.max_connections`: the loop waits for a free slot before it
@@ -45,6 +53,71 @@ type ResponseBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 const GRACEFUL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause after a failed `accept` (EMFILE and the like) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// HTTP/2 keep-alive: a ping this often, and the connection is closed if
+/// the peer does not answer within as long.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// Concurrent streams one HTTP/2 connection may open (hyper's default is
+/// 200); each may hold a request body.
+const H2_MAX_STREAMS: u32 = 100;
+/// How long an idle connection's graceful close (GOAWAY) may take before
+/// the connection is simply dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Requests in progress on one connection and when the last one ended: what
+/// the idle and first-request deadlines are measured against.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Whether any request ever started: one that never did gets no
+    /// graceful close, only a closed socket.
+    served: std::sync::atomic::AtomicBool,
+    /// Since when the connection has had nothing in progress (accept time
+    /// until its first request).
+    idle_since: Mutex<tokio::time::Instant>,
+    /// Signalled when a request ends, so the idle deadline is re-read.
+    ended: tokio::sync::Notify,
+}
+
+/// Held while a request is served; marks the connection busy.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            served: std::sync::atomic::AtomicBool::new(false),
+            idle_since: Mutex::new(tokio::time::Instant::now()),
+            ended: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.served
+            .store(true, std::sync::atomic::Ordering::Release);
+        Busy(self.clone())
+    }
+
+    /// When the connection becomes too idle to keep, if nothing starts
+    /// before; `None` while a request is in progress.
+    fn idle_deadline(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(*crate::queue::lock(&self.idle_since) + timeout)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *crate::queue::lock(&self.0.idle_since) = tokio::time::Instant::now();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        // A stored permit if nobody waits yet: the wake-up is never lost.
+        self.0.ended.notify_one();
+    }
+}
 
 /// The connection limits, from `[server]`.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +201,9 @@ where
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_KEEP_ALIVE))
+        .keep_alive_timeout(H2_KEEP_ALIVE)
+        .max_concurrent_streams(H2_MAX_STREAMS)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     tokio::pin!(shutdown);
 
@@ -155,7 +231,11 @@ where
             continue; // dropping the stream closes it
         };
         let _ = stream.set_nodelay(true);
-        let (builder, service) = (builder.clone(), service(ep.clone(), local.clone(), peer));
+        let activity = Activity::new();
+        let (builder, service) = (
+            builder.clone(),
+            service(ep.clone(), local.clone(), peer, activity.clone()),
+        );
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(async move {
             // NOTE: `wait_for` returns a guard that is not `Send`; drop it
@@ -165,22 +245,32 @@ where
             });
             // Returned when the connection ends, however it ends.
             let _held = (permit, ip_slot);
-            let mut first = [0u8; 1];
-            tokio::select! {
-                r = tokio::time::timeout(limits.header_timeout, stream.peek(&mut first)) => {
-                    if !matches!(r, Ok(Ok(n)) if n > 0) {
-                        return; // silent, closed or failed: drop it
-                    }
-                }
-                _ = &mut stopping => return,
-            }
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            let ended = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = &mut stopping => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let ended = loop {
+                let idle = activity.idle_deadline(limits.header_timeout);
+                tokio::select! {
+                    r = conn.as_mut() => break r,
+                    _ = &mut stopping => {
+                        conn.as_mut().graceful_shutdown();
+                        break conn.await;
+                    }
+                    _ = sleep_until(idle) => {
+                        if activity.idle_deadline(limits.header_timeout)
+                            .is_some_and(|d| d <= tokio::time::Instant::now())
+                        {
+                            // No request head in time: just close. Idle
+                            // after requests: GOAWAY / close, then drop it
+                            // regardless.
+                            if activity.served.load(std::sync::atomic::Ordering::Acquire) {
+                                conn.as_mut().graceful_shutdown();
+                                let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, conn.as_mut()).await;
+                            }
+                            return;
+                        }
+                    }
+                    // A request ended: look at the deadline again.
+                    _ = activity.ended.notified(), if idle.is_none() => {}
                 }
             };
             // Errors here are the client's (reset, timeout, bad request
@@ -209,6 +299,7 @@ fn service<E>(
     ep: Arc<E>,
     local: LocalAddr,
     peer: SocketAddr,
+    activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = hyper::Response<ResponseBody>,
@@ -221,10 +312,19 @@ where
     let remote = RemoteAddr(peer.into());
     hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let ep = ep.clone();
+        let busy = activity.begin();
         let req = poem::Request::from((req, local.clone(), remote.clone(), Scheme::HTTP));
         async move {
             let resp = ep.get_response(req).await;
+            drop(busy);
             Ok::<_, Infallible>(hyper::Response::<ResponseBody>::from(resp))
         }
     })
+}
+
+async fn sleep_until(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
 }
