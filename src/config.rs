@@ -21,6 +21,9 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1_024;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// 256 MiB of request bodies held at once: 25 maximal bodies, or thousands
+/// of typical ones; on an edge host, what one burst may take of its memory.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 256 * 1024 * 1024;
 /// hyper's read buffer cannot be smaller.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 pub const DEFAULT_API_KEY: &str = "development-key";
@@ -92,6 +95,10 @@ pub struct ServerConfig {
     pub max_connections_per_ip: usize,
     /// Largest request head (request line and headers); larger is a 431.
     pub max_header_bytes: usize,
+    /// Request bodies (as received and decompressed) held in memory at once
+    /// across all connections; a request that would exceed it is a 503 with
+    /// `Retry-After`, so a crowd of large uploads cannot exhaust memory.
+    pub max_inflight_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +113,7 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
         }
     }
 }
@@ -387,6 +395,9 @@ impl Config {
         }
         if s.max_connections_per_ip == 0 {
             return Err(bad("server.max_connections_per_ip", "must be at least 1"));
+        }
+        if s.max_inflight_bytes == 0 {
+            return Err(bad("server.max_inflight_bytes", "must be at least 1"));
         }
         if s.max_header_bytes < MIN_HEADER_BYTES {
             return Err(bad(

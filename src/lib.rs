@@ -118,6 +118,7 @@ pub async fn run(
 
     let limits = api::server::Limits::from_config(&config.server);
     let state = Arc::new(AppState {
+        inflight: api::Budget::new(config.server.max_inflight_bytes),
         config,
         keys: key_ring,
         limiter,

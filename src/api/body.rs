@@ -14,6 +14,9 @@ use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
+use futures::StreamExt;
+
+use super::budget::{Budget, Held};
 use super::error::Rejection;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,28 +82,43 @@ impl<'a, T: Type> ApiExtractor<'a> for JsonBody<T> {
 
 impl<T> JsonBody<T> {
     /// Checks the headers, then reads and inflates the body: at most `limit`
-    /// bytes on the wire and at most `limit` bytes after decompression.
-    pub async fn read(self, limit: u64) -> Result<Vec<u8>, Rejection> {
+    /// bytes on the wire and at most `limit` bytes after decompression, every
+    /// byte taken from `budget` into `held` as it arrives.
+    pub async fn read(
+        self,
+        limit: u64,
+        budget: &Budget,
+        held: &mut Held,
+    ) -> Result<Vec<u8>, Rejection> {
         check_content_type(self.content_type.as_deref())?;
         let encoding = parse_encoding(self.content_encoding.as_deref())?;
+        let too_large = Rejection::TooLarge {
+            limit,
+            decompressed: false,
+        };
         if self.content_length.is_some_and(|n| n > limit) {
-            return Err(Rejection::TooLarge {
-                limit,
-                decompressed: false,
-            });
+            return Err(too_large);
         }
-        let wire = self
-            .body
-            .into_bytes_limit(limit as usize)
-            .await
-            .map_err(|e| match e {
-                poem::error::ReadBodyError::PayloadTooLarge => Rejection::TooLarge {
-                    limit,
-                    decompressed: false,
-                },
-                other => Rejection::MalformedJson(format!("cannot read body: {other}")),
-            })?;
-        inflate_body(&wire, encoding, limit)
+        let mut wire = Vec::with_capacity(self.content_length.unwrap_or(0) as usize);
+        let mut chunks = self.body.into_bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk =
+                chunk.map_err(|e| Rejection::MalformedJson(format!("cannot read body: {e}")))?;
+            if (wire.len() + chunk.len()) as u64 > limit {
+                return Err(too_large);
+            }
+            budget.take(held, chunk.len())?;
+            wire.extend_from_slice(&chunk);
+        }
+        if encoding == Encoding::Identity {
+            return Ok(wire);
+        }
+        // NOTE: inflating runs on the request's worker thread without
+        // yielding, so at most one body per worker is inflated before its
+        // size is taken from the budget.
+        let json = inflate_body(&wire, encoding, limit)?;
+        budget.take(held, json.len())?;
+        Ok(json)
     }
 }
 

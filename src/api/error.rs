@@ -11,6 +11,9 @@ use crate::queue::QueueError;
 const QUEUE_FULL_RETRY_AFTER_S: u64 = 5;
 /// Seconds after a failed disk write: long enough not to hammer a sick disk.
 const DISK_RETRY_AFTER_S: u64 = 2;
+/// Seconds after the in-flight body budget was spent: bodies in progress
+/// are read and stored within about that.
+const BUSY_RETRY_AFTER_S: u64 = 1;
 
 /// Every error body: `{"detail": ...}`, with `errors` on validation failures.
 #[derive(Debug, Object)]
@@ -56,6 +59,11 @@ pub enum Rejection {
     },
     /// The body did not arrive within `server.request_timeout_ms`.
     Timeout,
+    /// Taking this body would exceed `server.max_inflight_bytes`.
+    Busy {
+        in_flight: u64,
+        budget: u64,
+    },
     Queue(QueueError),
 }
 
@@ -118,7 +126,8 @@ pub enum IngestResponse {
         #[oai(header = "X-RateLimit-Limit")] Option<u64>,
         #[oai(header = "X-RateLimit-Remaining")] Option<u64>,
     ),
-    /// The queue is full or the disk failed; nothing was stored.
+    /// The queue is full, the disk failed, or too many request bodies are
+    /// in progress (`server.max_inflight_bytes`); nothing was stored.
     #[oai(status = 503)]
     ServiceUnavailable(
         Json<ErrorBody>,
@@ -190,6 +199,16 @@ impl Rejection {
                     "Rate limit exceeded. Try again in {retry_after_s} seconds."
                 )),
                 retry_after_s,
+                l,
+                r,
+            ),
+            Rejection::Busy { in_flight, budget } => R::ServiceUnavailable(
+                ErrorBody::new(format!(
+                    "Too many request bodies in progress ({in_flight} of {budget} bytes, \
+                     server.max_inflight_bytes); batch not stored. Retry after \
+                     {BUSY_RETRY_AFTER_S} s"
+                )),
+                BUSY_RETRY_AFTER_S,
                 l,
                 r,
             ),

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Auth;
 use super::body::JsonBody;
+use super::budget::Held;
 use super::error::{IngestResponse, RateHeaders, Rejection};
 use super::rate_limit::Decision;
 use super::schema::{LogBatchSchema, MetricBatchSchema};
@@ -86,12 +87,16 @@ impl IngestApi {
 }
 
 impl<T> JsonBody<T> {
-    /// Reads under the configured size limit and request timeout.
-    async fn read_with(self, state: &AppState) -> Result<Vec<u8>, Rejection> {
+    /// Reads under the configured size limit, in-flight budget and request
+    /// timeout; the body comes with its share of the budget.
+    async fn read_with(self, state: &AppState) -> Result<(Vec<u8>, Held), Rejection> {
         let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
-        tokio::time::timeout(timeout, self.read(state.config.server.max_body_bytes))
+        let mut held = Held::default();
+        let limit = state.config.server.max_body_bytes;
+        let bytes = tokio::time::timeout(timeout, self.read(limit, &state.inflight, &mut held))
             .await
-            .unwrap_or(Err(Rejection::Timeout))
+            .unwrap_or(Err(Rejection::Timeout))?;
+        Ok((bytes, held))
     }
 }
 
@@ -101,7 +106,7 @@ impl IngestApi {
         auth: Auth,
         kind: Kind,
         idempotency_key: Option<String>,
-        body: impl std::future::Future<Output = Result<Vec<u8>, Rejection>>,
+        body: impl std::future::Future<Output = Result<(Vec<u8>, Held), Rejection>>,
     ) -> IngestResponse {
         let state = &self.state;
         let key = match auth.key() {
@@ -155,30 +160,31 @@ impl IngestApi {
         &self,
         kind: Kind,
         scope: Option<[u8; 32]>,
-        body: impl std::future::Future<Output = Result<Vec<u8>, Rejection>>,
+        body: impl std::future::Future<Output = Result<(Vec<u8>, Held), Rejection>>,
     ) -> Result<Accepted, Rejection> {
         let state = &self.state;
-        let bytes = body.await?;
+        // Held until the request ends: the body's share of the budget.
+        let (bytes, _held) = body.await?;
         let limits = model::Limits {
             max_batch_entries: state.config.server.max_batch_entries,
         };
-        let batch = parse(kind, &bytes, limits)?;
-        let entries = batch.len() as u64;
-        let service = batch.first_service().to_string();
-        let idempotency = scope.map(|scope| IdempotencyKey {
-            scope,
-            body: Sha256::digest(&bytes).into(),
-            entries: entries as u32,
-            service: service.clone(),
-        });
-        drop(bytes);
-        let record = encode_record(&batch);
-        drop(batch);
-        let index = IndexEntry {
-            kind,
-            entries: entries as u32,
-            record_bytes: u32::try_from(record.len()).unwrap_or(u32::MAX),
-            enqueued_at_ms: 0,
+        let large = bytes.len() > OFFLOAD_BYTES;
+        let prepare = move || prepare(kind, scope, &bytes, limits);
+        // NOTE: parsing, validating and compressing a 10 MiB body takes tens
+        // of milliseconds of CPU, long enough to stall every other request
+        // on that worker thread: large bodies go to the blocking pool.
+        let Prepared {
+            record,
+            index,
+            idempotency,
+            entries,
+            service,
+        } = if large {
+            tokio::task::spawn_blocking(prepare)
+                .await
+                .map_err(|e| Rejection::Queue(QueueError::Disk(e.to_string())))??
+        } else {
+            prepare()?
         };
         let appended = match state
             .queue
@@ -219,6 +225,50 @@ impl IngestApi {
             batch_id: format!("{}:{seq}", state.queue.node_id()),
         })
     }
+}
+
+/// Bodies above this are parsed and encoded on the blocking pool.
+const OFFLOAD_BYTES: usize = 256 * 1024;
+
+/// A request body turned into what the queue stores.
+struct Prepared {
+    record: Vec<u8>,
+    index: IndexEntry,
+    idempotency: Option<IdempotencyKey>,
+    entries: u64,
+    service: String,
+}
+
+/// Parses and validates a body and encodes its record (CPU-bound).
+fn prepare(
+    kind: Kind,
+    scope: Option<[u8; 32]>,
+    bytes: &[u8],
+    limits: model::Limits,
+) -> Result<Prepared, Rejection> {
+    let batch = parse(kind, bytes, limits)?;
+    let entries = batch.len() as u64;
+    let service = batch.first_service().to_string();
+    let idempotency = scope.map(|scope| IdempotencyKey {
+        scope,
+        body: Sha256::digest(bytes).into(),
+        entries: entries as u32,
+        service: service.clone(),
+    });
+    let record = encode_record(&batch);
+    let index = IndexEntry {
+        kind,
+        entries: entries as u32,
+        record_bytes: u32::try_from(record.len()).unwrap_or(u32::MAX),
+        enqueued_at_ms: 0,
+    };
+    Ok(Prepared {
+        record,
+        index,
+        idempotency,
+        entries,
+        service,
+    })
 }
 
 /// JSON → validated batch. Syntax errors are 400; a value of the wrong type

@@ -5,6 +5,7 @@
 
 mod auth;
 mod body;
+mod budget;
 mod error;
 mod info;
 mod ingest;
@@ -21,6 +22,7 @@ use poem_openapi::OpenApiService;
 
 pub use auth::KeyRing;
 pub use body::decode as decode_body;
+pub use budget::Budget;
 pub use ingest::parse as parse_batch;
 pub use rate_limit::RateLimiter;
 
@@ -34,6 +36,8 @@ pub const SERVICE_NAME: &str = "ingestion-service";
 /// What every handler shares.
 pub struct AppState {
     pub config: Config,
+    /// `server.max_inflight_bytes`: request bodies held at once.
+    pub inflight: Budget,
     pub keys: KeyRing,
     pub limiter: RateLimiter,
     pub queue: Queue,
