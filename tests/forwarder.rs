@@ -185,3 +185,43 @@ async fn a_sink_that_keeps_failing_silently_is_reset_within_a_minute() {
     assert_eq!(queue.stats().depth_batches, 0);
     queue.close();
 }
+
+/// A sink whose `submit` never returns: librdkafka's local queue full while
+/// every broker is down.
+struct StuckSubmitSink;
+
+impl Sink for StuckSubmitSink {
+    fn producer_type(&self) -> &'static str {
+        "Test"
+    }
+
+    fn submit<'a>(&'a self, _batch: &'a Stored, _node_id: &'a str) -> SubmitFuture<'a> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_completes_while_a_submit_never_returns_and_the_batches_stay_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with_three_batches(dir.path()).await;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(
+        Forwarder::new(
+            &ForwarderConfig::default(),
+            queue.clone(),
+            Arc::new(StuckSubmitSink),
+            Arc::new(Stats::new("Test")),
+        )
+        .run(rx),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    tx.send(true).unwrap();
+    // Paused clock: an idle runtime jumps straight to this deadline, so a
+    // forwarder that never returns fails here at once.
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("shutdown hung behind a submit that never returns")
+        .unwrap();
+    assert_eq!(queue.stats().depth_batches, 3);
+    queue.close();
+}

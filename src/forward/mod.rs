@@ -125,7 +125,14 @@ impl Forwarder {
             tokio::pin!(appended);
             appended.as_mut().enable();
 
-            let wait_until = self.fill().await;
+            // NOTE: a submit can wait indefinitely (librdkafka's local queue
+            // full while every broker is down); shutdown must not wait with
+            // it. What the dropped submit had handed over is not acknowledged,
+            // so it stays queued and is sent again after the restart.
+            let wait_until = tokio::select! {
+                w = self.fill() => w,
+                _ = shutdown.changed() => break,
+            };
             if self.window.is_empty() {
                 tokio::select! {
                     _ = appended, if wait_until.is_none() => {}
@@ -187,12 +194,14 @@ impl Forwarder {
             let stored = match self.queue.read(seq) {
                 Ok(Some(s)) => s,
                 // Gone meanwhile (evicted), or undecodable and dead-lettered.
+                // An undecodable batch whose move failed is an `Err` below.
                 Ok(None) => {
                     self.cursor = Some(seq);
                     continue;
                 }
-                // The disk failed to read it: still queued, look again soon
-                // (the cursor stays before it).
+                // The disk failed to read it (or to move it to the dead
+                // letters): still queued, look again soon (the cursor stays
+                // before it, so nothing after it is sent first).
                 Err(e) => {
                     tracing::warn!(seq, error = %e, "cannot read queued batch; retrying");
                     self.resume_at = Some(now + READ_RETRY);
@@ -256,21 +265,28 @@ impl Forwarder {
                 self.stats.sent(head.kind, head.entries);
                 self.on_success();
             }
-            Err(SinkError::Permanent(reason)) => {
-                self.queue.dead_letter(head.seq, &reason);
-                self.on_success();
-            }
-            Err(err) => {
-                // Later batches may still be confirmed, but they would be
-                // acknowledged out of order: drop their outcomes and submit
-                // everything again from the head (duplicates share ingest-ids).
-                self.window.clear();
-                self.cursor = None;
-                let delay = self.on_failure(err);
-                self.resume_at = Some(now() + delay);
-                self.reset_if_wedged();
-            }
+            Err(SinkError::Permanent(reason)) => match self.queue.dead_letter(head.seq, &reason) {
+                Ok(()) => self.on_success(),
+                // Still queued at the head: back off and submit again from
+                // there, so it is moved (or delivered) before anything after it.
+                Err(e) => self.retry_from_head(SinkError::Retriable(format!(
+                    "cannot move batch {} to dead letters ({e}); retrying in order",
+                    head.seq
+                ))),
+            },
+            Err(err) => self.retry_from_head(err),
         }
+    }
+
+    /// Later batches may still be confirmed, but they would be acknowledged
+    /// out of order: drop their outcomes, back off, and submit everything
+    /// again from the head (duplicates share ingest-ids).
+    fn retry_from_head(&mut self, err: SinkError) {
+        self.window.clear();
+        self.cursor = None;
+        let delay = self.on_failure(err);
+        self.resume_at = Some(now() + delay);
+        self.reset_if_wedged();
     }
 
     /// The watchdog: a fatal client error, or a failure episode of

@@ -462,7 +462,8 @@ impl Queue {
     /// Reads and decodes one batch. `Ok(None)`: nothing to send — gone
     /// meanwhile (dropped or acknowledged), or undecodable and therefore
     /// moved to the dead letters with the reason, so the queue moves on.
-    /// `Err`: the disk could not be read; the batch is still there.
+    /// `Err`: the disk could not be read, or an undecodable batch could not
+    /// be moved; either way the batch is still there, at its place.
     pub fn read(&self, seq: u64) -> Result<Option<Stored>, QueueError> {
         let bytes = match self.store()?.tree.get(record_key(seq)) {
             Ok(Some(b)) => b,
@@ -472,7 +473,7 @@ impl Queue {
         match record::decode(&bytes) {
             Ok(batch) => Ok(Some(Stored { seq, batch })),
             Err(err) => {
-                self.dead_letter(seq, &err.to_string());
+                self.dead_letter(seq, &err.to_string())?;
                 Ok(None)
             }
         }
@@ -493,41 +494,39 @@ impl Queue {
     }
 
     /// Moves a batch that can never be delivered to the dead-letter tree,
-    /// with the reason, so the queue keeps moving. If the disk refuses the
-    /// move, the batch stays queued and is tried again on a later pass.
-    pub fn dead_letter(&self, seq: u64, reason: &str) {
-        let store = match self.store() {
-            Ok(s) => s,
+    /// with the reason, so the queue keeps moving. `Err`: the disk refused
+    /// to read or move it; the batch stays queued, at its place, and the
+    /// caller tries again later — never skips it.
+    pub fn dead_letter(&self, seq: u64, reason: &str) -> Result<(), QueueError> {
+        let moved = self.try_dead_letter(seq, reason);
+        self.shared.unsynced.store(true, Ordering::Release);
+        match &moved {
+            Ok(()) => tracing::warn!(seq, reason, "batch moved to dead letters"),
             Err(e) => {
-                tracing::error!(seq, reason, error = %e, "cannot move batch to dead letters");
-                return;
+                tracing::error!(seq, reason, error = %e, "cannot move batch to dead letters; it stays queued")
             }
-        };
-        let record = match store.tree.get(record_key(seq)) {
-            Ok(Some(r)) => r.to_vec(),
-            _ => Vec::new(),
+        }
+        moved
+    }
+
+    fn try_dead_letter(&self, seq: u64, reason: &str) -> Result<(), QueueError> {
+        let store = self.store()?;
+        // NOTE: a read error must not pass for "absent": the move below
+        // would then delete the batch with an empty dead letter.
+        let Some(record) = store.tree.get(record_key(seq))? else {
+            return Ok(()); // delivered or evicted meanwhile
         };
         let value = dead_letter_value(reason, &record);
-        let moved = store
-            .dead
-            .insert(seq.to_be_bytes(), value)
-            .and_then(|_| {
-                let mut b = sled::Batch::default();
-                b.remove(&record_key(seq));
-                b.remove(&index_key(seq));
-                store.tree.apply_batch(b)
-            })
-            .and_then(|_| store.db.flush().map(|_| ()));
-        self.shared.unsynced.store(true, Ordering::Release);
-        match moved {
-            Ok(()) => {
-                let mut live = self.live();
-                live.remove(seq);
-                live.dead_letters += 1;
-                tracing::warn!(seq, reason, "batch moved to dead letters");
-            }
-            Err(e) => tracing::error!(seq, reason, error = %e, "cannot move batch to dead letters"),
-        }
+        store.dead.insert(seq.to_be_bytes(), value)?;
+        let mut b = sled::Batch::default();
+        b.remove(&record_key(seq));
+        b.remove(&index_key(seq));
+        store.tree.apply_batch(b)?;
+        store.db.flush()?;
+        let mut live = self.live();
+        live.remove(seq);
+        live.dead_letters += 1;
+        Ok(())
     }
 
     /// Appends every decodable dead letter to the tail of the queue (new
