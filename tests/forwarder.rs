@@ -225,3 +225,62 @@ async fn shutdown_completes_while_a_submit_never_returns_and_the_batches_stay_qu
     assert_eq!(queue.stats().depth_batches, 3);
     queue.close();
 }
+
+/// Every delivery fails and the client always reports a fatal error, as a
+/// producer does that fails again right after each reset.
+#[derive(Default)]
+struct AlwaysFatalSink {
+    resets: AtomicUsize,
+}
+
+impl Sink for AlwaysFatalSink {
+    fn producer_type(&self) -> &'static str {
+        "Test"
+    }
+
+    fn submit<'a>(&'a self, _batch: &'a Stored, _node_id: &'a str) -> SubmitFuture<'a> {
+        let failed: Delivery = Box::pin(async { Err(SinkError::Retriable("fatal".into())) });
+        Box::pin(async move { Ok(failed) })
+    }
+
+    fn health(&self) -> Option<String> {
+        Some("fatal error".into())
+    }
+
+    fn needs_reset(&self) -> bool {
+        true
+    }
+
+    fn reset(&self) -> Result<(), String> {
+        self.resets.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn resets_for_fatal_errors_are_spaced_like_any_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with_three_batches(dir.path()).await;
+    let sink = Arc::new(AlwaysFatalSink::default());
+    let cfg = ForwarderConfig {
+        jitter: false,
+        ..ForwarderConfig::default()
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(
+        Forwarder::new(
+            &cfg,
+            queue.clone(),
+            sink.clone(),
+            Arc::new(Stats::new("Test")),
+        )
+        .run(rx),
+    );
+    tokio::time::sleep(Duration::from_secs(95)).await;
+    tx.send(true).unwrap();
+    task.await.unwrap();
+    let resets = sink.resets.load(Ordering::SeqCst);
+    eprintln!("resets in 95 s of fatal errors: {resets}");
+    assert!((1..=4).contains(&resets), "{resets} resets in 95 s");
+    queue.close();
+}

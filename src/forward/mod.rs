@@ -81,6 +81,9 @@ pub struct Forwarder {
     logged_cause: String,
     /// Removing delivered batches from disk is failing (logged once).
     ack_failing: bool,
+    /// When the sink was last reset: resets are at least
+    /// `RESET_AFTER_SILENT_STALL` apart, whatever asked for them.
+    last_reset: Option<Instant>,
 }
 
 /// What the head of the window did while we waited.
@@ -112,6 +115,7 @@ impl Forwarder {
             failing_since: None,
             logged_cause: String::new(),
             ack_failing: false,
+            last_reset: None,
         }
     }
 
@@ -292,9 +296,17 @@ impl Forwarder {
     /// The watchdog: a fatal client error, or a failure episode of
     /// `RESET_AFTER_SILENT_STALL` during which the client reported nothing.
     fn reset_if_wedged(&mut self) {
-        let since = *self.failing_since.get_or_insert_with(now);
+        let now = now();
+        let since = *self.failing_since.get_or_insert(now);
         let silent = self.sink.health().is_none();
-        if self.sink.needs_reset() || (silent && now() - since >= RESET_AFTER_SILENT_STALL) {
+        // NOTE: a fatal error used to reset at once, every time: a producer
+        // that fails fatally right after each reset was rebuilt in a loop.
+        let spaced = self
+            .last_reset
+            .is_none_or(|t| now - t >= RESET_AFTER_SILENT_STALL);
+        if spaced
+            && (self.sink.needs_reset() || (silent && now - since >= RESET_AFTER_SILENT_STALL))
+        {
             self.reset_sink();
         }
     }
@@ -314,6 +326,7 @@ impl Forwarder {
         self.cursor = None;
         // Re-arm: the next reset comes no sooner than a full period later.
         self.failing_since = Some(now());
+        self.last_reset = self.failing_since;
     }
 
     async fn drain_on_shutdown(&mut self) {

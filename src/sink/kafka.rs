@@ -156,15 +156,22 @@ impl ClientContext for ErrorTracker {
 
 type Producer = ThreadedProducer<ErrorTracker>;
 
+/// One producer and what its client reported. NOTE: errors are kept per
+/// generation: a late fatal error from a producer already replaced (its
+/// threads still wind down) must not trigger another reset of the new one.
+#[derive(Clone)]
+struct Generation {
+    producer: Arc<Producer>,
+    errors: Arc<Mutex<ClientErrors>>,
+}
+
 pub struct KafkaSink {
     /// Replaced by `reset`; submissions clone the current one.
-    producer: Mutex<Arc<Producer>>,
+    current: Mutex<Generation>,
     /// Kept to build a new producer on `reset`.
     client: ClientConfig,
     logs_topic: String,
     metrics_topic: String,
-    /// Shared by every producer instance this sink creates.
-    client_errors: Arc<Mutex<ClientErrors>>,
 }
 
 impl KafkaSink {
@@ -177,27 +184,32 @@ impl KafkaSink {
         for (k, v) in &cfg.properties {
             client.set(k, v);
         }
-        let client_errors = Arc::new(Mutex::new(ClientErrors::default()));
-        let producer = build_producer(&client, &client_errors)?;
         Ok(KafkaSink {
-            producer: Mutex::new(Arc::new(producer)),
+            current: Mutex::new(Generation::new(&client)?),
             client,
             logs_topic: cfg.logs_topic.clone(),
             metrics_topic: cfg.metrics_topic.clone(),
-            client_errors,
         })
+    }
+
+    fn current(&self) -> Generation {
+        lock(&self.current).clone()
     }
 }
 
-fn build_producer(
-    client: &ClientConfig,
-    errors: &Arc<Mutex<ClientErrors>>,
-) -> Result<Producer, String> {
-    client
-        .create_with_context(ErrorTracker {
-            state: errors.clone(),
+impl Generation {
+    fn new(client: &ClientConfig) -> Result<Generation, String> {
+        let errors = Arc::new(Mutex::new(ClientErrors::default()));
+        let producer = client
+            .create_with_context(ErrorTracker {
+                state: errors.clone(),
+            })
+            .map_err(|e| format!("invalid Kafka producer settings: {e}"))?;
+        Ok(Generation {
+            producer: Arc::new(producer),
+            errors,
         })
-        .map_err(|e| format!("invalid Kafka producer settings: {e}"))
+    }
 }
 
 fn classify(err: &KafkaError) -> SinkError {
@@ -222,20 +234,20 @@ impl Sink for KafkaSink {
     }
 
     fn health(&self) -> Option<String> {
-        lock(&self.client_errors).last.clone()
+        lock(&self.current().errors).last.clone()
     }
 
     fn needs_reset(&self) -> bool {
-        lock(&self.client_errors).fatal
+        lock(&self.current().errors).fatal
     }
 
-    /// Replaces the producer. The old one purges what it still holds (those
-    /// batches fail as retriable and are submitted again) and is dropped on a
-    /// blocking thread: its drop flushes for up to 500 ms.
+    /// Replaces the producer, with a clean error record. The old one purges
+    /// what it still holds (those batches fail as retriable and are
+    /// submitted again) and is dropped on a blocking thread: its drop flushes
+    /// for up to 500 ms.
     fn reset(&self) -> Result<(), String> {
-        let fresh = Arc::new(build_producer(&self.client, &self.client_errors)?);
-        let old = std::mem::replace(&mut *lock(&self.producer), fresh);
-        lock(&self.client_errors).fatal = false;
+        let fresh = Generation::new(&self.client)?;
+        let old = std::mem::replace(&mut *lock(&self.current), fresh);
         std::thread::spawn(move || drop(old));
         Ok(())
     }
@@ -256,7 +268,7 @@ impl Sink for KafkaSink {
                 failure: Mutex::new(None),
                 done: Mutex::new(Some(tx)),
             });
-            let producer = lock(&self.producer).clone();
+            let Generation { producer, errors } = self.current();
             for m in rendered.iter() {
                 let headers = OwnedHeaders::new_with_capacity(2)
                     .insert(Header {
@@ -284,7 +296,7 @@ impl Sink for KafkaSink {
                     }
                 }
             }
-            let client_errors = self.client_errors.clone();
+            let client_errors = errors;
             let delivery: Delivery = Box::pin(async move {
                 if rx.await.is_err() {
                     return Err(SinkError::Retriable("producer dropped the batch".into()));
@@ -299,5 +311,40 @@ impl Sink for KafkaSink {
             });
             Ok(delivery)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::producer::Producer as _;
+
+    use super::*;
+
+    fn fatal(generation: &Generation, reason: &str) {
+        generation
+            .producer
+            .context()
+            .error(KafkaError::Global(RDKafkaErrorCode::Fatal), reason);
+    }
+
+    #[test]
+    fn a_late_fatal_error_from_a_replaced_producer_asks_for_no_reset() {
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaConfig::default()
+        };
+        let sink = KafkaSink::new(&cfg, "node").unwrap();
+        let old = sink.current();
+        fatal(&old, "fenced");
+        assert!(sink.needs_reset());
+        sink.reset().unwrap();
+        assert!(!sink.needs_reset());
+        // The replaced producer still winds down and reports once more.
+        fatal(&old, "late report from the old producer");
+        assert!(
+            !sink.needs_reset(),
+            "the old producer's error reset the new one"
+        );
+        assert!(sink.health().is_none(), "{:?}", sink.health());
     }
 }
