@@ -137,7 +137,10 @@ fn full_disk_refuses_with_503_and_recovers_when_space_returns() {
     let tmpfs = match Tmpfs::mount(&mnt) {
         Ok(t) => t,
         Err(why) => {
-            eprintln!("SKIPPED: cannot mount a tmpfs here ({why}); CI runs this as root");
+            skip_or_fail(
+                "disk_full",
+                &format!("cannot mount a tmpfs here ({why}); CI runs this as root"),
+            );
             return;
         }
     };

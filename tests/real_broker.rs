@@ -32,8 +32,9 @@ fn signal(pid: &str, sig: &str) {
 #[test]
 fn real_broker_gets_everything_and_a_frozen_broker_loses_nothing() {
     let Ok(brokers) = std::env::var("KAFKA_BROKERS") else {
-        eprintln!(
-            "SKIPPED real_broker: KAFKA_BROKERS is not set (.ci/run starts tansu and sets it)"
+        skip_or_fail(
+            "real_broker",
+            "KAFKA_BROKERS is not set (.ci/run starts tansu and sets it)",
         );
         return;
     };
@@ -91,7 +92,7 @@ fn real_broker_gets_everything_and_a_frozen_broker_loses_nothing() {
 
     // 2. Freeze the broker for 30 s under load.
     let Ok(pid) = std::env::var("TANSU_PID") else {
-        eprintln!("SKIPPED broker freeze: TANSU_PID is not set");
+        skip_or_fail("real_broker freeze", "TANSU_PID is not set");
         return;
     };
     let stop = Arc::new(AtomicBool::new(false));
