@@ -282,6 +282,29 @@ impl KafkaConfig {
         }
         Ok(())
     }
+
+    /// Asks librdkafka whether it takes `compression` and every
+    /// `[kafka.properties]` entry, by building a producer that connects to
+    /// nothing yet. `Err((key, problem))`; librdkafka's message names the
+    /// property. NOTE: both used to pass validation and fail only when
+    /// `serve` built its producer (exit 1, after opening the queue).
+    pub fn check_with_librdkafka(&self) -> Result<(), (&'static str, String)> {
+        use rdkafka::producer::BaseProducer;
+        let mut client = rdkafka::ClientConfig::new();
+        client
+            .set("bootstrap.servers", &self.brokers)
+            .set("compression.type", &self.compression);
+        client
+            .create::<BaseProducer>()
+            .map_err(|e| ("kafka.compression", e.to_string()))?;
+        for (k, v) in &self.properties {
+            client.set(k, v);
+        }
+        client
+            .create::<BaseProducer>()
+            .map(|_| ())
+            .map_err(|e| ("kafka.properties", e.to_string()))
+    }
 }
 
 impl Default for KafkaConfig {
@@ -476,6 +499,9 @@ impl Config {
         self.kafka
             .check_promise()
             .map_err(|problem| bad("kafka.properties", problem))?;
+        self.kafka
+            .check_with_librdkafka()
+            .map_err(|(key, problem)| bad(key, problem))?;
         if f.sink == SinkKind::Kafka && self.kafka.brokers.trim().is_empty() {
             return Err(bad("kafka.brokers", "must name at least one broker"));
         }

@@ -259,3 +259,28 @@ fn stats_command_prints_a_running_servers_figures() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("401"));
 }
+
+#[test]
+fn check_config_asks_librdkafka_about_kafka_properties_and_compression() {
+    for (file, names) in [
+        (
+            "[kafka.properties]\n\"no.such.property\" = \"1\"\n",
+            "no.such.property",
+        ),
+        (
+            "[kafka.properties]\n\"linger.ms\" = \"soon\"\n",
+            "linger.ms",
+        ),
+        ("[kafka]\ncompression = \"zip\"\n", "kafka.compression"),
+    ] {
+        let out = check_config(file);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(err.contains(names), "{file}: {err}");
+    }
+    let out = check_config(
+        "[kafka]\ncompression = \"lz4\"\n[kafka.properties]\n\"linger.ms\" = \"20\"\n\
+         \"security.protocol\" = \"plaintext\"\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
