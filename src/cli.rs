@@ -70,7 +70,10 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// Depth, bytes, oldest/newest batch and dead letters.
+    /// Depth, bytes, oldest/newest batch and dead letters. Writes nothing of
+    /// its own; opening the database is sled's usual recovery, which zeroes
+    /// the unused tail of its last log segment and writes a new snapshot
+    /// file (`snap.<lsn>`): no record, index or ledger byte changes.
     Inspect {
         #[arg(long)]
         data_dir: PathBuf,
@@ -99,6 +102,9 @@ pub enum DeadLetterCommand {
     Replay {
         #[arg(long)]
         data_dir: PathBuf,
+        /// Use this config's `queue.max_bytes`, `when_full` and `node_id`.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -226,8 +232,11 @@ pub fn dead_letter_list(data_dir: &Path) -> Result<String, String> {
     Ok(out)
 }
 
-pub fn dead_letter_replay(data_dir: &Path) -> Result<String, String> {
-    let mut cfg = Config::default().queue;
+pub fn dead_letter_replay(data_dir: &Path, config: Option<&Path>) -> Result<String, String> {
+    let mut cfg = match config {
+        Some(p) => Config::load(p).map_err(|e| e.to_string())?.queue,
+        None => Config::default().queue,
+    };
     cfg.path = resolve_queue_dir(data_dir)?;
     let queue = Queue::open(&cfg).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -32,8 +32,8 @@ fn main() -> ExitCode {
                     command: DeadLetterCommand::List { data_dir },
                 } => cli::dead_letter_list(&data_dir),
                 QueueCommand::DeadLetter {
-                    command: DeadLetterCommand::Replay { data_dir },
-                } => cli::dead_letter_replay(&data_dir),
+                    command: DeadLetterCommand::Replay { data_dir, config },
+                } => cli::dead_letter_replay(&data_dir, config.as_deref()),
             }
             .map_err(anyhow::Error::msg),
         ),

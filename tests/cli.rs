@@ -284,3 +284,59 @@ fn check_config_asks_librdkafka_about_kafka_properties_and_compression() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[tokio::test]
+async fn dead_letter_replay_takes_the_queue_settings_from_config() {
+    use edge_ingester::config::QueueConfig;
+    use edge_ingester::queue::{encode_record, IndexEntry, Queue};
+    let dir = tempfile::tempdir().unwrap();
+    let qdir = dir.path().join("queue");
+    let q = Queue::open(&QueueConfig {
+        path: qdir.clone(),
+        ..QueueConfig::default()
+    })
+    .unwrap();
+    let body = serde_json::to_vec(&log_batch(&["dead".into()])).unwrap();
+    let batch = edge_ingester::api::parse_batch(
+        edge_ingester::model::Kind::Logs,
+        &body,
+        edge_ingester::model::Limits {
+            max_batch_entries: 10,
+        },
+    )
+    .unwrap_or_else(|_| panic!("valid batch"));
+    let record = encode_record(&batch);
+    let index = IndexEntry {
+        kind: batch.kind(),
+        entries: 1,
+        record_bytes: record.len() as u32,
+        enqueued_at_ms: 0,
+    };
+    let seq = q.append(record, index).await.unwrap();
+    q.dead_letter(seq, "refused by the test").unwrap();
+    q.close();
+    drop(q);
+
+    // A config whose queue cannot hold the batch: replay must obey it.
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(&cfg, "[queue]\nmax_bytes = 10\n").unwrap();
+    let run = |config: Option<&std::path::Path>| {
+        let mut c = bin();
+        c.args(["queue", "dead-letter", "replay", "--data-dir"])
+            .arg(&qdir);
+        if let Some(p) = config {
+            c.arg("--config").arg(p);
+        }
+        c.output().unwrap()
+    };
+    let out = run(Some(&cfg));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("full"), "{}", text(&out.stderr));
+    let out = run(None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("replayed 1"),
+        "{}",
+        text(&out.stdout)
+    );
+}

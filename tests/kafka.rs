@@ -268,7 +268,7 @@ async fn permanently_rejected_batch_goes_to_dead_letters_and_replay_puts_it_back
     assert!(listed.to_lowercase().contains("too large"), "{listed}");
     let path = cfg.queue.path.clone();
     let replayed =
-        tokio::task::spawn_blocking(move || edge_ingester::cli::dead_letter_replay(&path))
+        tokio::task::spawn_blocking(move || edge_ingester::cli::dead_letter_replay(&path, None))
             .await
             .unwrap()
             .unwrap();
