@@ -14,13 +14,22 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
-    let opts = powercut_run::RunOptions::new(cuts);
+    let mut opts = powercut_run::RunOptions::new(cuts);
+    opts.drain_limit = std::time::Duration::from_secs(600);
     let Some(r) = powercut_run::run(&opts) else {
         return;
     };
     println!(
-        "power_cut: {} cuts, acknowledged {}, delivered {}, lost {}, duplicates {}, {:.1} s",
-        r.cuts, r.acknowledged, r.delivered, r.lost, r.duplicates, r.seconds
+        "power_cut: {} cuts, acknowledged {}, delivered {}, lost {}, duplicates {}, {:.1} s \
+         (final drain {:.1} s, slowest start {} ms)",
+        r.cuts,
+        r.acknowledged,
+        r.delivered,
+        r.lost,
+        r.duplicates,
+        r.seconds,
+        r.drain_seconds,
+        r.slowest_start_ms
     );
     if r.lost > 0 {
         eprintln!("lost e.g. {:?}", r.lost_examples);

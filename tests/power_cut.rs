@@ -18,8 +18,9 @@ use powercut_run::{eatmydata_available, run, skip, RunOptions};
 
 #[test]
 fn acknowledged_entries_survive_power_cuts() {
-    let mut opts = RunOptions::new(10);
-    opts.precreate_queue_dir = std::env::var("POWERCUT_PRECREATE_QUEUE_DIR").as_deref() == Ok("1");
+    // The queue directory does not exist before the first start (unless
+    // POWERCUT_PRECREATE_QUEUE_DIR=1): the service creates it.
+    let opts = RunOptions::new(10);
     let Some(r) = run(&opts) else {
         return;
     };

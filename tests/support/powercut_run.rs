@@ -75,7 +75,7 @@ pub struct RunOptions {
     pub eatmydata: bool,
     /// Create the queue directory before the first start and fsync it and
     /// the mount root, so a missing parent-directory fsync in the service
-    /// cannot lose it.
+    /// cannot lose it. Default: `POWERCUT_PRECREATE_QUEUE_DIR=1`.
     pub precreate_queue_dir: bool,
     /// Every `flapping_every`-th cycle drains through a flapping sink.
     pub flapping_every: usize,
@@ -83,6 +83,8 @@ pub struct RunOptions {
     pub kill_after_ms: (u64, u64),
     /// Binary under test.
     pub exe: PathBuf,
+    /// How long the final drain may take.
+    pub drain_limit: Duration,
 }
 
 impl RunOptions {
@@ -90,10 +92,12 @@ impl RunOptions {
         RunOptions {
             cuts,
             eatmydata: false,
-            precreate_queue_dir: false,
+            precreate_queue_dir: std::env::var("POWERCUT_PRECREATE_QUEUE_DIR").as_deref()
+                == Ok("1"),
             flapping_every: 3,
             kill_after_ms: (300, 1500),
             exe: service_exe(),
+            drain_limit: Duration::from_secs(60),
         }
     }
 }
@@ -108,6 +112,10 @@ pub struct Report {
     pub lost: usize,
     pub duplicates: u64,
     pub seconds: f64,
+    /// Of which the final drain.
+    pub drain_seconds: f64,
+    /// Longest time from spawn to the reported address.
+    pub slowest_start_ms: u128,
     /// Up to five lost ids.
     pub lost_examples: Vec<String>,
 }
@@ -117,7 +125,7 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "{} cuts, {} requests ({} not 202), acknowledged {}, delivered {}, lost {}, \
-             duplicates {}, {:.1} s",
+             duplicates {}, {:.1} s (drain {:.1} s, slowest start {} ms)",
             self.cuts,
             self.requests,
             self.rejected,
@@ -125,7 +133,9 @@ impl std::fmt::Display for Report {
             self.delivered,
             self.lost,
             self.duplicates,
-            self.seconds
+            self.seconds,
+            self.drain_seconds,
+            self.slowest_start_ms
         )
     }
 }
@@ -275,6 +285,7 @@ pub fn run(opts: &RunOptions) -> Option<Report> {
         .build()
         .expect("tokio runtime");
     let tally = Arc::new(Tally::default());
+    let mut slowest_start_ms = 0;
 
     for cycle in 0..opts.cuts {
         let mut cfg = test_config(dir.path());
@@ -290,7 +301,9 @@ pub fn run(opts: &RunOptions) -> Option<Report> {
         }
         let path = write_config(dir.path(), "power_cut.toml", &cfg);
         // Panics ("server did not report its address") if it refuses to start.
+        let t = Instant::now();
         let mut server = Binary::start_exe(&exe, &path);
+        slowest_start_ms = slowest_start_ms.max(t.elapsed().as_millis());
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..CLIENTS)
             .map(|k| {
@@ -329,13 +342,15 @@ pub fn run(opts: &RunOptions) -> Option<Report> {
     cfg.mock.fail = MockFail::Never;
     cfg.mock.capture_path = capture.clone();
     let path = write_config(dir.path(), "drain.toml", &cfg);
+    let drain_started = Instant::now();
     let mut server = Binary::start_exe(&exe, &path);
     rt.block_on(wait_for_stats(
         &client(),
         &server.base,
-        Duration::from_secs(60),
+        opts.drain_limit,
         |s| s["queue"]["depth_batches"] == 0,
     ));
+    let drain_seconds = drain_started.elapsed().as_secs_f64();
     let status = server.sigterm();
     assert!(status.success(), "drain server exited with {status}");
     drop(server);
@@ -362,6 +377,8 @@ pub fn run(opts: &RunOptions) -> Option<Report> {
         lost: lost.len(),
         duplicates: counts.values().map(|n| n - 1).sum(),
         seconds: started.elapsed().as_secs_f64(),
+        drain_seconds,
+        slowest_start_ms,
         lost_examples: lost.iter().take(5).map(|s| s.to_string()).collect(),
     };
     say(&format!("power-cut run: {report}"));
