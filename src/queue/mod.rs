@@ -23,10 +23,13 @@
 //! A batch is acknowledged only after its group commit returned: the records
 //! were applied, `Db::flush()` wrote sled's log buffers, and then
 //! `fdatasync` ran on the log file (`<path>/db`) and on every large-value file
-//! under `<path>/blobs/` that sled created since the last commit, followed by
-//! an fsync of that directory. NOTE: `flush()` alone is only a
-//! `sync_file_range` (NOTES.md) — it survives a process crash but not a power
-//! loss — hence the explicit syncs. Concurrent requests share one commit
+//! under `<path>/blobs/` that is new or changed since the last sync, and an
+//! fsync on `blobs/` and on the queue directory if their entries changed
+//! (`syncer.rs`). NOTE: `flush()` alone is only a `sync_file_range`
+//! (NOTES.md) — it survives a process crash but not a power loss — and sled
+//! never syncs a directory, hence the explicit syncs. The queue directory
+//! itself, and every parent we create, is followed by an fsync of its parent
+//! before anything in it is acknowledged (`durable_dir.rs`). Concurrent requests share one commit
 //! (group commit): the writer thread takes everything pending, commits it
 //! once and wakes every waiter, so the cost of the fsync is spread over the
 //! group and nobody waits on a timer.
@@ -36,17 +39,22 @@
 //!   returned was never acknowledged; the agent retries it (it may then be
 //!   stored twice: at-least-once).
 //! - power loss / kernel crash: nothing acknowledged, provided the disk honours
-//!   fdatasync. A removal (ack from the sink) is not synced on its own, so a
-//!   crash can bring back batches that were already delivered: they are sent
-//!   again with the same `ingest-id`s, never lost.
+//!   fdatasync (`tests/power_cut.rs` cuts power on a filesystem that forgets
+//!   whatever was not synced). A removal (ack from the sink) is not synced on
+//!   its own — the writer syncs such changes within 100 ms — so a crash can
+//!   bring back batches that were already delivered: they are sent again
+//!   with the same `ingest-id`s, never lost.
 //!
 //! # When the disk fails
-//! A failed apply, flush or sync (ENOSPC, EIO) acknowledges nothing of its
-//! commit: every request in it gets a 503. sled then fails every later
-//! write (its error is sticky), so the writer stops writing, answers 503 at
-//! once and reopens the database every second; once that works it removes
-//! what the failed commits and the refused removals left and goes on
-//! (`writer::reopen`). `/ready` is 503 in between.
+//! A failed apply, flush or sync acknowledges nothing of its commit: every
+//! request in it gets a 503. A write error (ENOSPC) is recoverable: sled
+//! then fails every later write (its error is sticky), so the writer stops
+//! writing, answers 503 at once and reopens the database every second; once
+//! that works it removes what the failed commits and the refused removals
+//! left and goes on (`writer::reopen`). A failed fsync is not: the kernel
+//! may have dropped the pages it could not write, so the queue stays failed
+//! until the process restarts and reads the disk again (`writer.rs` has the
+//! state diagram). `/ready` is 503 in between.
 //!
 //! # How space is reused
 //! A delivered batch is removed from both keys; sled rewrites and reclaims its
