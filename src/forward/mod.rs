@@ -36,7 +36,7 @@ use self::backoff::Backoff;
 use self::breaker::{Breaker, Circuit, Permit};
 use crate::config::ForwarderConfig;
 use crate::model::Kind;
-use crate::queue::{lock, Queue};
+use crate::queue::{lock, Queue, QueueError};
 use crate::sink::{Delivery, Sink, SinkError};
 use crate::stats::Stats;
 
@@ -148,7 +148,7 @@ impl Forwarder {
             match self.await_head(stall_wait, &mut shutdown).await {
                 HeadOutcome::Done(result) => {
                     let head = self.window.pop_front().expect("window has a head");
-                    self.finish(head, result);
+                    self.finish(head, result).await;
                     stall_wait = self.sink.stall_after();
                 }
                 HeadOutcome::Stalled => {
@@ -195,7 +195,7 @@ impl Forwarder {
             let Some((seq, _)) = self.queue.next_after(self.cursor) else {
                 break;
             };
-            let stored = match self.queue.read(seq) {
+            let stored = match off_reactor(&self.queue, move |q| q.read(seq)).await {
                 Ok(Some(s)) => s,
                 // Gone meanwhile (evicted), or undecodable and dead-lettered.
                 // An undecodable batch whose move failed is an `Err` below.
@@ -252,10 +252,11 @@ impl Forwarder {
         }
     }
 
-    fn finish(&mut self, head: InFlight, result: Result<(), SinkError>) {
+    async fn finish(&mut self, head: InFlight, result: Result<(), SinkError>) {
         match result {
             Ok(()) => {
-                match self.queue.ack(head.seq) {
+                let seq = head.seq;
+                match off_reactor(&self.queue, move |q| q.ack(seq)).await {
                     Ok(()) => self.ack_failing = false,
                     // The queue forgets it anyway and removes it from disk
                     // once the disk recovers; after a crash it is sent again
@@ -269,7 +270,12 @@ impl Forwarder {
                 self.stats.sent(head.kind, head.entries);
                 self.on_success();
             }
-            Err(SinkError::Permanent(reason)) => match self.queue.dead_letter(head.seq, &reason) {
+            Err(SinkError::Permanent(reason)) => match off_reactor(&self.queue, {
+                let (seq, reason) = (head.seq, reason.clone());
+                move |q| q.dead_letter(seq, &reason)
+            })
+            .await
+            {
                 Ok(()) => self.on_success(),
                 // Still queued at the head: back off and submit again from
                 // there, so it is moved (or delivered) before anything after it.
@@ -334,7 +340,8 @@ impl Forwarder {
         while let Some(mut head) = self.window.pop_front() {
             match tokio::time::timeout_at(deadline, &mut head.delivery).await {
                 Ok(Ok(())) => {
-                    let _ = self.queue.ack(head.seq);
+                    let seq = head.seq;
+                    let _ = off_reactor(&self.queue, move |q| q.ack(seq)).await;
                     self.stats.sent(head.kind, head.entries);
                 }
                 Ok(Err(_)) | Err(_) => break,
@@ -400,6 +407,20 @@ impl Forwarder {
         s.circuit = self.breaker.circuit();
         s.next_attempt_at = until;
     }
+}
+
+/// Runs a queue operation on the blocking pool. NOTE: reads decode zstd and
+/// bincode, removals and dead-letter moves write (a move also flushes sled):
+/// on a reactor thread they stalled every request that thread served. Each
+/// is awaited before the next starts, so acknowledgements stay in order.
+async fn off_reactor<T: Send + 'static>(
+    queue: &Queue,
+    op: impl FnOnce(&Queue) -> Result<T, QueueError> + Send + 'static,
+) -> Result<T, QueueError> {
+    let queue = queue.clone();
+    tokio::task::spawn_blocking(move || op(&queue))
+        .await
+        .unwrap_or_else(|e| Err(QueueError::Disk(format!("queue operation failed: {e}"))))
 }
 
 /// The forwarder's clock: tokio's, so tests can pause and advance it; the
