@@ -144,7 +144,8 @@ fn sigterm_finishes_in_flight_requests_and_inspect_sees_every_acknowledged_entry
     let path = write_config(dir.path(), "s.toml", &cfg);
     let mut server = Binary::start(&path);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let acked = Arc::new(Mutex::new(0u64));
+    // Every acknowledged batch's entry ids, and every batch ever sent.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..8)
         .map(|k| {
@@ -163,7 +164,7 @@ fn sigterm_finishes_in_flight_requests_and_inspect_sees_every_acknowledged_entry
                         .send()
                         .await
                     {
-                        Ok(r) if r.status() == 202 => *acked.lock().unwrap() += 10,
+                        Ok(r) if r.status() == 202 => acked.lock().unwrap().extend(ids),
                         Ok(r) if r.status() == 503 => break, // shutting down
                         Ok(r) => panic!("unexpected {}", r.status()),
                         Err(_) => break,
@@ -172,7 +173,14 @@ fn sigterm_finishes_in_flight_requests_and_inspect_sees_every_acknowledged_entry
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(700));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while acked.lock().unwrap().len() < 500 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no load reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // While it runs, the queue is locked: inspect says so and exits 1.
     let out = bin()
@@ -193,7 +201,8 @@ fn sigterm_finishes_in_flight_requests_and_inspect_sees_every_acknowledged_entry
         rt.block_on(c).unwrap();
     }
     assert_eq!(status.code(), Some(0));
-    let acked = *acked.lock().unwrap();
+    let acked_ids = acked.lock().unwrap().clone();
+    let acked = acked_ids.len() as u64;
     assert!(acked > 0);
 
     let q = inspect_json(&cfg.queue.path);
@@ -217,6 +226,63 @@ fn sigterm_finishes_in_flight_requests_and_inspect_sees_every_acknowledged_entry
         .output()
         .unwrap();
     assert_eq!(text(&out.stdout).lines().next(), Some("0 dead letters"));
+
+    drain_and_check_batches(dir.path(), &cfg, &acked_ids);
+}
+
+/// Restarts on the same queue with a delivering sink and checks what it
+/// delivers: every acknowledged entry, and every batch whole — a request
+/// cut by the shutdown left either its whole batch (ids `k-bN-e0..e9`) or
+/// nothing, never a part.
+fn drain_and_check_batches(
+    dir: &std::path::Path,
+    cfg: &edge_ingester::config::Config,
+    acked: &[String],
+) {
+    let mut cfg = cfg.clone();
+    let capture = dir.join("capture.jsonl");
+    cfg.mock.fail = edge_ingester::config::MockFail::Never;
+    cfg.mock.capture_path = capture.clone();
+    let path = write_config(dir, "drain.toml", &cfg);
+    let mut server = Binary::start(&path);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(wait_for_stats(
+        &client(),
+        &server.base,
+        Duration::from_secs(60),
+        |s| s["queue"]["depth_batches"] == 0,
+    ));
+    assert_eq!(server.sigterm().code(), Some(0));
+    let delivered = captured_messages(&capture);
+    let set: std::collections::HashSet<&str> = delivered.iter().map(String::as_str).collect();
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|id| !set.contains(id.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged entries not delivered: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let mut batches: std::collections::HashMap<&str, std::collections::HashSet<&str>> =
+        Default::default();
+    for id in &set {
+        let batch = id.rsplit_once("-e").map_or(*id, |(b, _)| b);
+        batches.entry(batch).or_default().insert(id);
+    }
+    let partial: Vec<_> = batches.iter().filter(|(_, ids)| ids.len() != 10).collect();
+    assert!(partial.is_empty(), "partial batches delivered: {partial:?}");
+    let mut out = std::io::stderr();
+    let _ = std::io::Write::write_all(
+        &mut out,
+        format!(
+            "sigterm: {} entries acknowledged, {} batches delivered whole\n",
+            acked.len(),
+            batches.len()
+        )
+        .as_bytes(),
+    );
 }
 
 #[test]
