@@ -196,7 +196,16 @@ fn full_disk_refuses_with_503_and_recovers_when_space_returns() {
         tally.unavailable.load(Ordering::Relaxed),
         free_bytes(&mnt)
     );
-    assert_eq!(rt.block_on(ready_status(&c, &server.base)), 503);
+    // The writer retries a reopen every second, so /ready may flicker to 200
+    // between a good reopen and the next failed write: poll for the 503.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rt.block_on(ready_status(&c, &server.base)) != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/ready never said 503 while full"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let s = rt.block_on(stats(&c, &server.base));
     eprintln!("stats while full: {}", s["queue"]);
     assert!(server.child.try_wait().unwrap().is_none(), "server exited");
