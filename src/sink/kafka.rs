@@ -345,6 +345,9 @@ mod tests {
             !sink.needs_reset(),
             "the old producer's error reset the new one"
         );
-        assert!(sink.health().is_none(), "{:?}", sink.health());
+        // (No check of `health()`: the new producer reports its own
+        // unreachable broker at its own pace.)
+        let late = sink.health().unwrap_or_default();
+        assert!(!late.contains("late report"), "{late}");
     }
 }
