@@ -8,7 +8,7 @@ use std::time::Duration;
 use edge_ingester::config::{ForwarderConfig, QueueConfig};
 use edge_ingester::forward::Forwarder;
 use edge_ingester::model::{Batch, Entries, Level, LogRecord};
-use edge_ingester::queue::{encode_record, IndexEntry, Queue, Stored};
+use edge_ingester::queue::{encode_record, DeadLetterFault, IndexEntry, Queue, Stored};
 use edge_ingester::sink::{Delivery, Sink, SinkError, SubmitFuture};
 use edge_ingester::stats::Stats;
 
@@ -95,7 +95,12 @@ async fn queue_with_three_batches(dir: &std::path::Path) -> Queue {
     q
 }
 
-async fn run_for(queue: &Queue, sink: Arc<WedgingSink>, stats: Arc<Stats>, how_long: Duration) {
+async fn run_for<S: Sink + 'static>(
+    queue: &Queue,
+    sink: Arc<S>,
+    stats: Arc<Stats>,
+    how_long: Duration,
+) {
     let cfg = ForwarderConfig {
         jitter: false,
         ..ForwarderConfig::default()
@@ -283,4 +288,76 @@ async fn resets_for_fatal_errors_are_spaced_like_any_other() {
     eprintln!("resets in 95 s of fatal errors: {resets}");
     assert!((1..=4).contains(&resets), "{resets} resets in 95 s");
     queue.close();
+}
+
+/// Refuses batch 0 for good (a permanent error); delivers the others.
+struct RefusesFirst {
+    delivered: Mutex<Vec<u64>>,
+}
+
+impl Sink for RefusesFirst {
+    fn producer_type(&self) -> &'static str {
+        "Test"
+    }
+
+    fn max_in_flight(&self) -> usize {
+        8
+    }
+
+    fn submit<'a>(&'a self, batch: &'a Stored, _node_id: &'a str) -> SubmitFuture<'a> {
+        let seq = batch.seq;
+        let delivery: Delivery = if seq == 0 {
+            Box::pin(async { Err(SinkError::Permanent("record too large".into())) })
+        } else {
+            self.delivered.lock().unwrap().push(seq);
+            Box::pin(async { Ok(()) })
+        };
+        Box::pin(async move { Ok(delivery) })
+    }
+}
+
+/// A dead-letter move that fails (the read of the record, or the move's
+/// write) leaves the batch queued at the head: nothing is removed, nothing
+/// after it is acknowledged, and it is moved once the disk recovers.
+async fn a_failed_dead_letter_move_keeps_the_batch_at_the_head(fault: DeadLetterFault) {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = queue_with_three_batches(dir.path()).await;
+    queue.inject_dead_letter_fault(fault);
+    let sink = Arc::new(RefusesFirst {
+        delivered: Mutex::new(Vec::new()),
+    });
+    let stats = Arc::new(Stats::new("Test"));
+    run_for(&queue, sink.clone(), stats.clone(), Duration::from_secs(30)).await;
+    assert_eq!(
+        queue.stats().depth_batches,
+        3,
+        "batch 0 stays queued and nothing after it is acknowledged"
+    );
+    assert!(queue.dead_letters().is_empty());
+    let s = stats.snapshot(queue.stats());
+    assert_eq!(s.logs_sent, 0);
+    assert!(s
+        .forwarder
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("dead letters"));
+
+    queue.inject_dead_letter_fault(DeadLetterFault::None);
+    run_for(&queue, sink.clone(), stats.clone(), Duration::from_secs(30)).await;
+    assert_eq!(queue.stats().depth_batches, 0);
+    let dead: Vec<u64> = queue.dead_letters().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(dead, vec![0]);
+    assert_eq!(stats.snapshot(queue.stats()).logs_sent, 2);
+    queue.close();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_error_during_a_dead_letter_move_keeps_the_batch_queued() {
+    a_failed_dead_letter_move_keeps_the_batch_at_the_head(DeadLetterFault::Read).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_dead_letter_write_is_retried_in_order_never_skipped() {
+    a_failed_dead_letter_move_keeps_the_batch_at_the_head(DeadLetterFault::Move).await;
 }

@@ -240,6 +240,20 @@ struct Shared {
     disk_bytes: AtomicU64,
     /// Failed commits and syncs since start.
     disk_errors: AtomicU64,
+    /// Test hook (`inject_dead_letter_fault`): a `DeadLetterFault` as u8.
+    dead_letter_fault: std::sync::atomic::AtomicU8,
+}
+
+/// A dead-letter move the tests make fail (`Queue::inject_dead_letter_fault`):
+/// sled offers no way to make one read or write fail on demand.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadLetterFault {
+    None = 0,
+    /// Reading the record fails.
+    Read = 1,
+    /// Writing the move fails.
+    Move = 2,
 }
 
 /// Handle to the queue; cheap to clone.
@@ -400,6 +414,7 @@ impl Queue {
             unsynced: AtomicBool::new(false),
             disk_bytes: AtomicU64::new(dir_allocated_bytes(&path_for_sample)),
             disk_errors: AtomicU64::new(0),
+            dead_letter_fault: std::sync::atomic::AtomicU8::new(DeadLetterFault::None as u8),
         })
     }
 
@@ -518,12 +533,20 @@ impl Queue {
     }
 
     fn try_dead_letter(&self, seq: u64, reason: &str) -> Result<(), QueueError> {
+        let fault = self.shared.dead_letter_fault.load(Ordering::Relaxed);
+        let injected = |what: &str| QueueError::Disk(format!("injected {what} fault"));
         let store = self.store()?;
+        if fault == DeadLetterFault::Read as u8 {
+            return Err(injected("read"));
+        }
         // NOTE: a read error must not pass for "absent": the move below
         // would then delete the batch with an empty dead letter.
         let Some(record) = store.tree.get(record_key(seq))? else {
             return Ok(()); // delivered or evicted meanwhile
         };
+        if fault == DeadLetterFault::Move as u8 {
+            return Err(injected("move"));
+        }
         let value = dead_letter_value(reason, &record);
         store.dead.insert(seq.to_be_bytes(), value)?;
         let mut b = sled::Batch::default();
@@ -535,6 +558,14 @@ impl Queue {
         live.remove(seq);
         live.dead_letters += 1;
         Ok(())
+    }
+
+    /// Test hook: makes later dead-letter moves fail (see `DeadLetterFault`).
+    #[doc(hidden)]
+    pub fn inject_dead_letter_fault(&self, fault: DeadLetterFault) {
+        self.shared
+            .dead_letter_fault
+            .store(fault as u8, Ordering::Relaxed);
     }
 
     /// Appends every decodable dead letter to the tail of the queue (new
