@@ -419,8 +419,16 @@ impl Config {
         if s.max_connections_per_ip == 0 {
             return Err(bad("server.max_connections_per_ip", "must be at least 1"));
         }
-        if s.max_inflight_bytes == 0 {
-            return Err(bad("server.max_inflight_bytes", "must be at least 1"));
+        // A body may be held twice, as received and inflated: a budget below
+        // that could refuse a valid request forever, however often retried.
+        if s.max_inflight_bytes < s.max_body_bytes.saturating_mul(2) {
+            return Err(bad(
+                "server.max_inflight_bytes",
+                format!(
+                    "must be at least twice server.max_body_bytes ({})",
+                    s.max_body_bytes.saturating_mul(2)
+                ),
+            ));
         }
         if s.max_header_bytes < MIN_HEADER_BYTES {
             return Err(bad(

@@ -406,3 +406,13 @@ async fn dead_letter_replay_takes_the_queue_settings_from_config() {
         text(&out.stdout)
     );
 }
+
+#[test]
+fn an_inflight_budget_below_two_bodies_is_refused() {
+    let out = check_config("[server]\nmax_body_bytes = 1000\nmax_inflight_bytes = 1999\n");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("server.max_inflight_bytes"), "{err}");
+    let out = check_config("[server]\nmax_body_bytes = 1000\nmax_inflight_bytes = 2000\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
