@@ -426,15 +426,7 @@ async fn over_the_rate_is_429_with_retry_after_and_stats_stay_reachable() {
     for _ in 0..5 {
         assert_eq!(queue_marks(&c, &srv.base).await, (2, 2, 0));
     }
-    let prom = c
-        .get(srv.url("/stats/prometheus"))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let prom = prometheus(&c, &srv.base).await;
     assert!(
         prom.contains("edge_ingester_rate_limited_total 1"),
         "{prom}"
@@ -600,15 +592,7 @@ async fn stats_show_the_failing_sink_and_prometheus_names() {
     assert!(s["forwarder"]["next_retry_in_seconds"].as_f64().unwrap() > 50.0);
     assert!(s["queue"]["oldest_age_seconds"].as_f64().is_some());
     assert_eq!(s["logs_sent"], 0);
-    let prom = c
-        .get(srv.url("/stats/prometheus"))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let prom = prometheus(&c, &srv.base).await;
     for name in [
         "edge_ingester_queue_depth_batches 1",
         "edge_ingester_queue_depth_entries 1",

@@ -30,8 +30,7 @@ async fn client_loop(
     let c = reqwest::Client::new();
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) {
-        let size = 1 + (n * 7) % 40;
-        let ids: Vec<String> = (0..size).map(|i| format!("{tag}-b{n}-e{i}")).collect();
+        let ids = numbered_batch_ids(&tag, n);
         n += 1;
         attempts.fetch_add(1, Ordering::Relaxed);
         let resp = c

@@ -107,15 +107,7 @@ async fn an_fsync_error_keeps_the_queue_failed_until_a_restart() {
         reason.contains("fsync") && reason.contains("restart"),
         "{reason}"
     );
-    let prom = c
-        .get(format!("{}/stats/prometheus", server.base))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let prom = prometheus(&c, &server.base).await;
     let errors: u64 = prom
         .lines()
         .find_map(|l| l.strip_prefix("edge_ingester_queue_disk_errors_total "))

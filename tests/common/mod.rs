@@ -123,6 +123,25 @@ pub async fn stats(c: &reqwest::Client, base: &str) -> Value {
         .unwrap()
 }
 
+/// The Prometheus text of `/stats/prometheus`.
+pub async fn prometheus(c: &reqwest::Client, base: &str) -> String {
+    c.get(format!("{base}/stats/prometheus"))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The `size` entry ids of the `n`th batch a load client tagged `tag` sends
+/// (1 to 40 entries, varied); `{tag}-b{n}-e{i}`.
+pub fn numbered_batch_ids(tag: &str, n: usize) -> Vec<String> {
+    let size = 1 + (n * 7) % 40;
+    (0..size).map(|i| format!("{tag}-b{n}-e{i}")).collect()
+}
+
 /// Polls until `cond` holds on `/stats`, or panics after `limit`.
 pub async fn wait_for_stats(
     c: &reqwest::Client,

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 use edge_ingester::config::MockFail;
 
 use crate::common::{
-    captured_messages, client, log_batch, test_config, wait_for_stats, write_config, Binary, KEY,
+    captured_messages, client, log_batch, numbered_batch_ids, test_config, wait_for_stats,
+    write_config, Binary, KEY,
 };
 use crate::powercut_fs::{Handle, PowercutFs};
 
@@ -179,8 +180,7 @@ async fn client_loop(base: String, tag: String, stop: Arc<AtomicBool>, tally: Ar
     let c = reqwest::Client::new();
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) {
-        let size = 1 + (n * 7) % 40;
-        let ids: Vec<String> = (0..size).map(|i| format!("{tag}-b{n}-e{i}")).collect();
+        let ids = numbered_batch_ids(&tag, n);
         n += 1;
         tally.requests.fetch_add(1, Ordering::Relaxed);
         let resp = c
