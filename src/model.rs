@@ -258,6 +258,22 @@ impl Batch {
         }
     }
 
+    /// The same batch holding only the entries at `positions` (in range,
+    /// ascending): what goes to the dead letters when Kafka refused only some.
+    pub fn only(&self, positions: &[usize]) -> Batch {
+        fn pick<T: Clone>(v: &[T], positions: &[usize]) -> Vec<T> {
+            positions.iter().map(|&i| v[i].clone()).collect()
+        }
+        Batch {
+            received_at: self.received_at.clone(),
+            agent_version: self.agent_version.clone(),
+            entries: match &self.entries {
+                Entries::Logs(v) => Entries::Logs(pick(v, positions)),
+                Entries::Metrics(v) => Entries::Metrics(pick(v, positions)),
+            },
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -9,7 +9,7 @@ use edge_ingester::config::{ForwarderConfig, QueueConfig};
 use edge_ingester::forward::Forwarder;
 use edge_ingester::model::{Batch, Entries, Level, LogRecord};
 use edge_ingester::queue::{encode_record, DeadLetterFault, IndexEntry, Queue, Stored};
-use edge_ingester::sink::{Delivery, Sink, SinkError, SubmitFuture};
+use edge_ingester::sink::{Confirmed, Delivery, Sink, SinkError, SubmitFuture};
 use edge_ingester::stats::Stats;
 
 /// Deliveries never complete while wedged; `reset` unwedges it.
@@ -44,7 +44,7 @@ impl Sink for WedgingSink {
             }
         } else {
             self.delivered.lock().unwrap().push(seq);
-            Box::pin(async { Ok(()) })
+            Box::pin(async { Ok(Confirmed::all()) })
         };
         Box::pin(async move { Ok(delivery) })
     }
@@ -310,7 +310,7 @@ impl Sink for RefusesFirst {
             Box::pin(async { Err(SinkError::Permanent("record too large".into())) })
         } else {
             self.delivered.lock().unwrap().push(seq);
-            Box::pin(async { Ok(()) })
+            Box::pin(async { Ok(Confirmed::all()) })
         };
         Box::pin(async move { Ok(delivery) })
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::kafka::{check_delivery, consume};
+use common::kafka::{check_delivery, consume, seq_index};
 use common::*;
 use edge_ingester::config::{Config, SinkKind};
 use rdkafka::mocking::MockCluster;
@@ -296,8 +296,227 @@ async fn permanently_rejected_batch_goes_to_dead_letters_and_replay_puts_it_back
     })
     .await
     .unwrap();
-    let acked = ["before", "rejected", "after"].map(String::from);
-    check_delivery(&consumed, &acked);
+    // The replayed entry keeps the ingest-id it was first sent with (so it
+    // comes after "after" in its partition: a replay is not in order).
+    let id_of = |m: &str| {
+        let c = consumed.iter().find(|c| c.value["message"] == m);
+        c.unwrap_or_else(|| panic!("{m} not on Kafka: {consumed:?}"))
+            .ingest_id
+            .clone()
+    };
+    let (before, rejected, after) = (id_of("before"), id_of("rejected"), id_of("after"));
+    let (seq, _) = seq_index(&before);
+    let node = before.rsplitn(3, ':').nth(2).unwrap();
+    assert_eq!(
+        rejected,
+        format!("{node}:{}:0", seq + 1),
+        "replay changed the id"
+    );
+    assert_eq!(after, format!("{node}:{}:0", seq + 2));
+    let in_order: Vec<_> = consumed
+        .iter()
+        .filter(|c| c.value["message"] != "rejected")
+        .cloned()
+        .collect();
+    check_delivery(&in_order, &["before", "after"].map(String::from));
+}
+
+/// Entries `e0..e<n>` of one batch, entry `big` carrying a message of
+/// `big_bytes`; services cycle through `keys`.
+fn batch_with_big_entry(
+    tag: &str,
+    n: usize,
+    keys: usize,
+    big: Option<(usize, usize)>,
+) -> serde_json::Value {
+    let entries: Vec<_> = (0..n)
+        .map(|i| {
+            let mut e = log_entry(&format!("{tag}-e{i}"), &format!("svc-{}", i % keys));
+            if let Some((at, bytes)) = big.filter(|(at, _)| *at == i) {
+                e["message"] = json!(format!("{tag}-e{at}-{}", "x".repeat(bytes)));
+            }
+            e
+        })
+        .collect();
+    json!({ "entries": entries })
+}
+
+/// Every consumed entry of `tag` carries `<node>:<seq>:<i>` for its own
+/// index i, all with one seq, each exactly once; returns the entry count.
+fn assert_original_ids(consumed: &[common::kafka::Consumed], tag: &str) -> usize {
+    let mut ids = std::collections::BTreeMap::new();
+    let mut prefix: Option<String> = None;
+    for c in consumed {
+        let m = c.value["message"].as_str().unwrap();
+        let Some(rest) = m.strip_prefix(&format!("{tag}-e")) else {
+            continue;
+        };
+        let index: usize = rest.split('-').next().unwrap().parse().unwrap();
+        let (p, i) = c.ingest_id.rsplit_once(':').unwrap();
+        assert_eq!(i.parse::<usize>().unwrap(), index, "{m}: {}", c.ingest_id);
+        assert_eq!(prefix.get_or_insert(p.to_string()), p, "one batch, one seq");
+        assert!(
+            ids.insert(index, c.ingest_id.clone()).is_none(),
+            "{m} delivered twice"
+        );
+    }
+    ids.len()
+}
+
+/// Defect 8: librdkafka refuses one entry of five before sending it (larger
+/// than `message.max.bytes`); the other four reach Kafka, only that one goes
+/// to the dead letters, and a replay sends it under its first ingest-id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_entry_kafka_refuses_goes_to_dead_letters_and_keeps_its_id_on_replay() {
+    let kafka = cluster();
+    let bootstrap = kafka.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let roomy = kafka_config(dir.path(), &bootstrap);
+    let mut strict = roomy.clone();
+    strict
+        .kafka
+        .properties
+        .insert("message.max.bytes".into(), "10000".into());
+    let srv = InProcess::start(strict).await;
+    let c = client();
+    let body = batch_with_big_entry("one", 5, 2, Some((2, 20_000)));
+    assert_eq!(post_json(&c, &srv.url("/logs"), &body).await.status(), 202);
+    let s = wait_for_stats(&c, &srv.base, Duration::from_secs(20), |s| {
+        s["queue"]["dead_letter_batches"] == 1 && s["queue"]["depth_batches"] == 0
+    })
+    .await;
+    assert_eq!(
+        s["logs_sent"], 4,
+        "the four good entries count as sent: {s}"
+    );
+    srv.stop().await;
+    let listed = edge_ingester::cli::dead_letter_list(&roomy.queue.path).unwrap();
+    assert!(listed.contains("1 of 5 entries refused"), "{listed}");
+    assert!(
+        listed.contains(":2)"),
+        "names the refused ingest-id: {listed}"
+    );
+
+    let path = roomy.queue.path.clone();
+    let replayed =
+        tokio::task::spawn_blocking(move || edge_ingester::cli::dead_letter_replay(&path, None))
+            .await
+            .unwrap()
+            .unwrap();
+    assert!(replayed.contains("replayed 1"), "{replayed}");
+    let srv = InProcess::start(roomy).await;
+    wait_for_stats(&c, &srv.base, Duration::from_secs(20), |s| {
+        s["logs_sent"] == 1
+    })
+    .await;
+    srv.stop().await;
+
+    let consumed = tokio::task::spawn_blocking(move || {
+        consume(
+            &bootstrap,
+            &["logs.raw"],
+            PARTITIONS,
+            5,
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(consumed.len(), 5, "each entry once: {consumed:?}");
+    assert_eq!(assert_original_ids(&consumed, "one"), 5);
+}
+
+/// Defect 8, the broker's side: one produce request of a batch spread over
+/// three partitions (three leaders) is refused for good. Only the entries
+/// of that request are dead-lettered — Kafka took the others, which are not
+/// sent again — and after a replay every entry is on Kafka once, under the
+/// ingest-id of its place in the original batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_produce_request_dead_letters_only_its_entries() {
+    let kafka = cluster();
+    for p in 0..PARTITIONS {
+        kafka.partition_leader("logs.raw", p, Some(p + 1)).unwrap();
+    }
+    let bootstrap = kafka.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = kafka_config(dir.path(), &bootstrap);
+    let srv = InProcess::start(cfg.clone()).await;
+    let c = client();
+    let warm = batch_with_big_entry("warm", 6, 6, None);
+    assert_eq!(post_json(&c, &srv.url("/logs"), &warm).await.status(), 202);
+    wait_for_stats(&c, &srv.base, Duration::from_secs(20), |s| {
+        s["logs_sent"] == 6
+    })
+    .await;
+
+    kafka.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let n = 30;
+    let body = batch_with_big_entry("split", n, 6, None);
+    assert_eq!(post_json(&c, &srv.url("/logs"), &body).await.status(), 202);
+    let s = wait_for_stats(&c, &srv.base, Duration::from_secs(20), |s| {
+        s["queue"]["dead_letter_batches"] == 1 && s["queue"]["depth_batches"] == 0
+    })
+    .await;
+    let sent = s["logs_sent"].as_u64().unwrap() - 6;
+    assert!(
+        sent > 0 && sent < n as u64,
+        "some entries refused, not all: {s}"
+    );
+    srv.stop().await;
+    let listed = edge_ingester::cli::dead_letter_list(&cfg.queue.path).unwrap();
+    let refused = n as u64 - sent;
+    assert!(
+        listed.contains(&format!("{refused} of {n} entries refused")),
+        "{listed}"
+    );
+
+    let before = {
+        let b = bootstrap.clone();
+        tokio::task::spawn_blocking(move || {
+            consume(
+                &b,
+                &["logs.raw"],
+                PARTITIONS,
+                6 + sent as usize,
+                Duration::from_secs(30),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        assert_original_ids(&before, "split"),
+        sent as usize,
+        "{before:?}"
+    );
+
+    let path = cfg.queue.path.clone();
+    tokio::task::spawn_blocking(move || edge_ingester::cli::dead_letter_replay(&path, None))
+        .await
+        .unwrap()
+        .unwrap();
+    let srv = InProcess::start(cfg).await;
+    wait_for_stats(&c, &srv.base, Duration::from_secs(20), |s| {
+        s["logs_sent"] == refused
+    })
+    .await;
+    srv.stop().await;
+    let after = tokio::task::spawn_blocking(move || {
+        consume(
+            &bootstrap,
+            &["logs.raw"],
+            PARTITIONS,
+            6 + n,
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(after.len(), 6 + n, "nothing sent twice: {after:?}");
+    assert_eq!(assert_original_ids(&after, "split"), n);
 }
 
 #[test]
@@ -444,5 +663,53 @@ async fn unknown_topic_is_visible_and_recovers_once_the_topic_exists() {
     .await;
     assert_eq!(s["forwarder"]["circuit"], "closed");
     assert!(s["forwarder"]["last_error"].is_null(), "{s}");
+    srv.stop().await;
+}
+
+/// A refusal about the destination, not the record (here: no Write ACL on
+/// the topic), must not empty the queue into the dead letters: the batch
+/// stays queued, `last_error` says what to fix, and it is delivered once
+/// the broker accepts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_failure_keeps_the_batch_queued_and_says_what_to_fix() {
+    let kafka = cluster();
+    let bootstrap = kafka.bootstrap_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let srv = InProcess::start(kafka_config(dir.path(), &bootstrap)).await;
+    let c = client();
+    assert_eq!(
+        post_json(&c, &srv.url("/logs"), &batch_for("a", &["warm".into()]))
+            .await
+            .status(),
+        202
+    );
+    wait_for_stats(&c, &srv.base, Duration::from_secs(20), |s| {
+        s["logs_sent"] == 1
+    })
+    .await;
+    kafka.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 1000],
+    );
+    assert_eq!(
+        post_json(&c, &srv.url("/logs"), &batch_for("a", &["held".into()]))
+            .await
+            .status(),
+        202
+    );
+    let s = wait_for_stats(&c, &srv.base, Duration::from_secs(20), |s| {
+        s["forwarder"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("grant it Write on the topic"))
+    })
+    .await;
+    assert_eq!(s["queue"]["dead_letter_batches"], 0, "{s}");
+    assert_eq!(s["queue"]["depth_batches"], 1, "{s}");
+    kafka.clear_request_errors(RDKafkaApiKey::Produce);
+    let s = wait_for_stats(&c, &srv.base, Duration::from_secs(30), |s| {
+        s["logs_sent"] == 2
+    })
+    .await;
+    assert_eq!(s["queue"]["dead_letter_batches"], 0, "{s}");
     srv.stop().await;
 }

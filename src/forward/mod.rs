@@ -12,6 +12,8 @@
 //!             ▼                                                         │
 //!   await the OLDEST delivery, at most stall_after or the backoff delay │
 //!     ├─ ok ─────────────► ack (remove from queue), close breaker ──────┤
+//!     ├─ ok, some refused ► move only the refused entries to the dead   │
+//!     │                    letters, remove the batch ───────────────────┤
 //!     ├─ permanent error ─► move that batch to the dead letters ────────┤
 //!     ├─ retriable error ─► failure: drop the window (its batches stay  │
 //!     │                    queued), back off, resubmit from the head ───┤
@@ -36,8 +38,8 @@ use self::backoff::Backoff;
 use self::breaker::{Breaker, Circuit, Permit};
 use crate::config::ForwarderConfig;
 use crate::model::Kind;
-use crate::queue::{lock, Queue, QueueError};
-use crate::sink::{Delivery, Sink, SinkError};
+use crate::queue::{lock, Queue, QueueError, Refused};
+use crate::sink::{Confirmed, Delivery, Sink, SinkError};
 use crate::stats::Stats;
 
 /// How long shutdown waits for deliveries already submitted; what does not
@@ -88,7 +90,7 @@ pub struct Forwarder {
 
 /// What the head of the window did while we waited.
 enum HeadOutcome {
-    Done(Result<(), SinkError>),
+    Done(Result<Confirmed, SinkError>),
     Stalled,
     Shutdown,
 }
@@ -252,9 +254,9 @@ impl Forwarder {
         }
     }
 
-    async fn finish(&mut self, head: InFlight, result: Result<(), SinkError>) {
+    async fn finish(&mut self, head: InFlight, result: Result<Confirmed, SinkError>) {
         match result {
-            Ok(()) => {
+            Ok(c) if c.refused.is_empty() => {
                 let seq = head.seq;
                 match off_reactor(&self.queue, move |q| q.ack(seq)).await {
                     Ok(()) => self.ack_failing = false,
@@ -269,6 +271,25 @@ impl Forwarder {
                 }
                 self.stats.sent(head.kind, head.entries);
                 self.on_success();
+            }
+            // Kafka took every entry but these: only they go to the dead
+            // letters, under their ingest-ids, and the batch leaves the queue.
+            Ok(c) => {
+                let seq = head.seq;
+                let moved = off_reactor(&self.queue, move |q| {
+                    q.dead_letter_entries(seq, Refused::Entries(&c.refused))
+                })
+                .await;
+                match moved {
+                    Ok(n) => {
+                        self.stats
+                            .sent(head.kind, head.entries.saturating_sub(n as u64));
+                        self.on_success();
+                    }
+                    Err(e) => self.retry_from_head(SinkError::Retriable(format!(
+                        "cannot move refused entries of batch {seq} to dead letters ({e}); retrying in order"
+                    ))),
+                }
             }
             Err(SinkError::Permanent(reason)) => match off_reactor(&self.queue, {
                 let (seq, reason) = (head.seq, reason.clone());
@@ -339,12 +360,14 @@ impl Forwarder {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while let Some(mut head) = self.window.pop_front() {
             match tokio::time::timeout_at(deadline, &mut head.delivery).await {
-                Ok(Ok(())) => {
+                // A batch with refused entries stays queued: the move to the
+                // dead letters happens after the restart.
+                Ok(Ok(c)) if c.refused.is_empty() => {
                     let seq = head.seq;
                     let _ = off_reactor(&self.queue, move |q| q.ack(seq)).await;
                     self.stats.sent(head.kind, head.entries);
                 }
-                Ok(Err(_)) | Err(_) => break,
+                Ok(_) | Err(_) => break,
             }
         }
         if !self.window.is_empty() {

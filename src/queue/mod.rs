@@ -16,8 +16,8 @@
 //!   Kafka `ingest-id`s, never repeat after the queue drains and restarts)
 //!   and `node_id`.
 //!
-//! Tree `dead_letter`: seq → a record that could never be delivered or decoded,
-//! with the reason.
+//! Tree `dead_letter`: seq → the entries of that batch the sink refused for
+//! good (or its undecodable record), with the reason (`dead_letter.rs`).
 //!
 //! # What a 202 promises
 //! A batch is acknowledged only after its group commit returned: the records
@@ -62,6 +62,7 @@
 //! `max_bytes` limits; `disk_bytes` is what the directory takes, which sled
 //! keeps at a few times the live bytes and does not hand back to the OS.
 
+mod dead_letter;
 mod durable_dir;
 mod idempotency;
 mod ledger;
@@ -78,8 +79,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{oneshot, Notify};
 
+pub use dead_letter::{Refusal, Refused};
 pub use idempotency::{Appended, IdempotencyKey};
-pub use record::{decode as decode_record, encode as encode_record, IndexEntry, RecordError};
+pub use record::{
+    decode as decode_record, encode as encode_record, IndexEntry, Origin, RecordError,
+};
 
 use crate::config::{QueueConfig, WhenFull};
 use crate::model::Batch;
@@ -161,6 +165,43 @@ pub struct QueueStats {
 pub struct Stored {
     pub seq: u64,
     pub batch: Batch,
+    /// Set for entries replayed from the dead letters: their first ids.
+    pub origin: Option<Origin>,
+}
+
+impl Stored {
+    /// Appends the `ingest-id` of entry `i` (SPEC §4): `<node_id>:<seq>:<i>`,
+    /// or for a replayed entry the id it was first sent with.
+    pub fn write_ingest_id(&self, node_id: &str, i: usize, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = match &self.origin {
+            None => write!(out, "{node_id}:{}:{i}", self.seq),
+            Some(o) => write!(out, "{}:{}:{}", o.node_id, o.seq, o.indices[i]),
+        };
+    }
+
+    pub fn ingest_id(&self, node_id: &str, i: usize) -> String {
+        let mut id = String::new();
+        self.write_ingest_id(node_id, i, &mut id);
+        id
+    }
+
+    /// The origin of the entries at `positions`, for a dead letter or a
+    /// replay that holds only them.
+    pub fn origin_of(&self, node_id: &str, positions: &[usize]) -> Origin {
+        match &self.origin {
+            None => Origin {
+                node_id: node_id.to_string(),
+                seq: self.seq,
+                indices: positions.iter().map(|&p| p as u32).collect(),
+            },
+            Some(o) => Origin {
+                node_id: o.node_id.clone(),
+                seq: o.seq,
+                indices: positions.iter().map(|&p| o.indices[p]).collect(),
+            },
+        }
+    }
 }
 
 /// The in-memory mirror of the index, kept under one lock.
@@ -493,8 +534,8 @@ impl Queue {
             Ok(None) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        match record::decode(&bytes) {
-            Ok(batch) => Ok(Some(Stored { seq, batch })),
+        match record::decode_with_origin(&bytes) {
+            Ok((batch, origin)) => Ok(Some(Stored { seq, batch, origin })),
             Err(err) => {
                 self.dead_letter(seq, &err.to_string())?;
                 Ok(None)
@@ -521,18 +562,31 @@ impl Queue {
     /// to read or move it; the batch stays queued, at its place, and the
     /// caller tries again later — never skips it.
     pub fn dead_letter(&self, seq: u64, reason: &str) -> Result<(), QueueError> {
-        let moved = self.try_dead_letter(seq, reason);
+        self.dead_letter_entries(seq, Refused::All(reason))
+            .map(|_| ())
+    }
+
+    /// Moves the `refused` entries of a batch to the dead letters and removes
+    /// the batch: the sink confirmed every other entry. Returns how many
+    /// entries the dead letter holds. `Err` as for `dead_letter`: nothing
+    /// moved, the whole batch stays queued at its place.
+    pub fn dead_letter_entries(&self, seq: u64, refused: Refused<'_>) -> Result<usize, QueueError> {
+        let moved = self.try_dead_letter(seq, refused);
         self.shared.unsynced.store(true, Ordering::Release);
+        let reason = match refused {
+            Refused::All(r) => r.to_string(),
+            Refused::Entries(list) => format!("{} entries refused", list.len()),
+        };
         match &moved {
-            Ok(()) => tracing::warn!(seq, reason, "batch moved to dead letters"),
+            Ok(n) => tracing::warn!(seq, entries = n, reason, "moved to dead letters"),
             Err(e) => {
-                tracing::error!(seq, reason, error = %e, "cannot move batch to dead letters; it stays queued")
+                tracing::error!(seq, reason, error = %e, "cannot move to dead letters; the batch stays queued")
             }
         }
         moved
     }
 
-    fn try_dead_letter(&self, seq: u64, reason: &str) -> Result<(), QueueError> {
+    fn try_dead_letter(&self, seq: u64, refused: Refused<'_>) -> Result<usize, QueueError> {
         let fault = self.shared.dead_letter_fault.load(Ordering::Relaxed);
         let injected = |what: &str| QueueError::Disk(format!("injected {what} fault"));
         let store = self.store()?;
@@ -542,13 +596,13 @@ impl Queue {
         // NOTE: a read error must not pass for "absent": the move below
         // would then delete the batch with an empty dead letter.
         let Some(record) = store.tree.get(record_key(seq))? else {
-            return Ok(()); // delivered or evicted meanwhile
+            return Ok(0); // delivered or evicted meanwhile
         };
         if fault == DeadLetterFault::Move as u8 {
             return Err(injected("move"));
         }
-        let value = dead_letter_value(reason, &record);
-        store.dead.insert(seq.to_be_bytes(), value)?;
+        let letter = dead_letter::letter(seq, self.node_id(), &record, refused);
+        store.dead.insert(seq.to_be_bytes(), letter.value)?;
         let mut b = sled::Batch::default();
         b.remove(&record_key(seq));
         b.remove(&index_key(seq));
@@ -557,7 +611,7 @@ impl Queue {
         let mut live = self.live();
         live.remove(seq);
         live.dead_letters += 1;
-        Ok(())
+        Ok(letter.entries)
     }
 
     /// Test hook: makes later dead-letter moves fail (see `DeadLetterFault`).
@@ -569,28 +623,23 @@ impl Queue {
     }
 
     /// Appends every decodable dead letter to the tail of the queue (new
-    /// sequence numbers) and removes it from the dead letters. Returns
+    /// sequence numbers; the entries keep their first ingest-ids, so
+    /// consumers can de-duplicate them, but arrive after everything queued
+    /// since) and removes it from the dead letters. Returns
     /// (replayed, kept because undecodable).
     pub async fn replay_dead_letters(&self) -> Result<(u64, u64), QueueError> {
         let (mut replayed, mut kept) = (0, 0);
         let store = self.store()?;
         for item in store.dead.iter() {
             let (k, v) = item?;
-            let Some(record) = dead_letter_record(&v) else {
+            let seq = k.as_ref().try_into().map(u64::from_be_bytes).ok();
+            let Some((record, index)) =
+                seq.and_then(|seq| dead_letter::replayable(seq, self.node_id(), &v))
+            else {
                 kept += 1;
                 continue;
             };
-            let Ok(batch) = record::decode(record) else {
-                kept += 1;
-                continue;
-            };
-            let index = IndexEntry {
-                kind: batch.kind(),
-                entries: batch.len() as u32,
-                record_bytes: record.len() as u32,
-                enqueued_at_ms: 0,
-            };
-            self.append(record.to_vec(), index).await?;
+            self.append(record, index).await?;
             store.dead.remove(k)?;
             self.live().dead_letters -= 1;
             replayed += 1;
@@ -666,7 +715,7 @@ impl Queue {
             .filter_map(Result::ok)
             .filter_map(|(k, v)| {
                 let seq = u64::from_be_bytes(k.as_ref().try_into().ok()?);
-                Some((seq, dead_letter_reason(&v)))
+                Some((seq, dead_letter::reason_of(&v)))
             })
             .collect()
     }
@@ -711,33 +760,6 @@ fn dir_allocated_bytes(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-/// A dead letter is `reason length u32 LE | reason | record`.
-fn dead_letter_value(reason: &str, record: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + reason.len() + record.len());
-    v.extend_from_slice(&(reason.len() as u32).to_le_bytes());
-    v.extend_from_slice(reason.as_bytes());
-    v.extend_from_slice(record);
-    v
-}
-
-fn dead_letter_record(v: &[u8]) -> Option<&[u8]> {
-    let len = u32::from_le_bytes(v.get(..4)?.try_into().ok()?) as usize;
-    v.get(4 + len..).filter(|r| !r.is_empty())
-}
-
-fn dead_letter_reason(v: &[u8]) -> String {
-    let Some(len) = v
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_le_bytes)
-    else {
-        return "unreadable dead letter".into();
-    };
-    v.get(4..4 + len as usize)
-        .map(|r| String::from_utf8_lossy(r).into_owned())
-        .unwrap_or_else(|| "unreadable dead letter".into())
 }
 
 /// Makes what sled holds durable: its buffers written, its log file

@@ -1,9 +1,12 @@
 //! Framing of one stored batch, and of its index entry.
 //!
 //! ```text
-//! record:  "EQ" | version u8 = 1 | flags u8 | crc32c u32 LE | payload
-//!          payload = bincode-2 (standard config) of model::Batch,
-//!                    zstd-compressed when flags bit 0 is set
+//! record:  "EQ" | version u8 | flags u8 | crc32c u32 LE | payload
+//!          version 1: payload = bincode-2 (standard config) of model::Batch
+//!          version 2: payload = bincode-2 of (Origin, model::Batch) — a batch
+//!                     replayed from the dead letters, which keeps the
+//!                     ingest-ids its entries were first sent with
+//!          the payload is zstd-compressed when flags bit 0 is set;
 //!          crc32c covers the payload bytes as stored
 //! index:   version u8 = 1 | kind u8 | entries u32 LE | record bytes u32 LE
 //!          | enqueued_at unix ms u64 LE
@@ -16,6 +19,8 @@ use crate::model::{Batch, Kind};
 
 const MAGIC: [u8; 2] = *b"EQ";
 const VERSION: u8 = 1;
+const VERSION_WITH_ORIGIN: u8 = 2;
+const INDEX_VERSION: u8 = 1;
 const FLAG_ZSTD: u8 = 1;
 const HEADER_LEN: usize = 8;
 /// NOTE: level 1 measured at ~5x smaller records than raw bincode for varied
@@ -58,17 +63,39 @@ fn bincode_config() -> bincode::config::Configuration<
     bincode::config::standard().with_limit::<MAX_DECODED_BYTES>()
 }
 
+/// Where the `ingest-id`s of a stored batch come from when they are not its
+/// own `<node_id>:<seq>:<index>`: entries replayed from the dead letters keep
+/// the ids they were first sent with, so consumers can still de-duplicate
+/// them (SPEC §4). `indices[i]` is the original index of entry `i`.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Origin {
+    pub node_id: String,
+    pub seq: u64,
+    pub indices: Vec<u32>,
+}
+
 /// Encodes a batch for the queue. Infallible for any `Batch` in memory.
 pub fn encode(batch: &Batch) -> Vec<u8> {
-    let raw =
-        bincode::encode_to_vec(batch, bincode_config()).expect("encoding into a Vec cannot fail");
+    frame(VERSION, bincode::encode_to_vec(batch, bincode_config()))
+}
+
+/// Encodes a batch that keeps the ingest-ids of `origin` (a replay).
+pub fn encode_with_origin(batch: &Batch, origin: &Origin) -> Vec<u8> {
+    frame(
+        VERSION_WITH_ORIGIN,
+        bincode::encode_to_vec((origin, batch), bincode_config()),
+    )
+}
+
+fn frame(version: u8, raw: Result<Vec<u8>, bincode::error::EncodeError>) -> Vec<u8> {
+    let raw = raw.expect("encoding into a Vec cannot fail");
     let (flags, payload) = match zstd::bulk::compress(&raw, ZSTD_LEVEL) {
         Ok(c) if c.len() < raw.len() => (FLAG_ZSTD, c),
         _ => (0, raw),
     };
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
+    out.push(version);
     out.push(flags);
     out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
@@ -77,14 +104,20 @@ pub fn encode(batch: &Batch) -> Vec<u8> {
 
 /// Decodes a stored record, checking magic, version and checksum first.
 pub fn decode(bytes: &[u8]) -> Result<Batch, RecordError> {
+    decode_with_origin(bytes).map(|(batch, _)| batch)
+}
+
+/// Decodes a stored record and, for a replayed batch, its `Origin`.
+pub fn decode_with_origin(bytes: &[u8]) -> Result<(Batch, Option<Origin>), RecordError> {
     if bytes.len() < HEADER_LEN {
         return Err(RecordError::Truncated(bytes.len()));
     }
     if bytes[0..2] != MAGIC {
         return Err(RecordError::BadMagic);
     }
-    if bytes[2] != VERSION {
-        return Err(RecordError::UnknownVersion(bytes[2]));
+    let version = bytes[2];
+    if version != VERSION && version != VERSION_WITH_ORIGIN {
+        return Err(RecordError::UnknownVersion(version));
     }
     let flags = bytes[3];
     let stored = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
@@ -100,9 +133,21 @@ pub fn decode(bytes: &[u8]) -> Result<Batch, RecordError> {
     } else {
         payload
     };
-    let (batch, _) = bincode::decode_from_slice(raw, bincode_config())
-        .map_err(|e| RecordError::Decode(e.to_string()))?;
-    Ok(batch)
+    let decode_err = |e: bincode::error::DecodeError| RecordError::Decode(e.to_string());
+    if version == VERSION {
+        let (batch, _) = bincode::decode_from_slice(raw, bincode_config()).map_err(decode_err)?;
+        return Ok((batch, None));
+    }
+    let ((origin, batch), _): ((Origin, Batch), _) =
+        bincode::decode_from_slice(raw, bincode_config()).map_err(decode_err)?;
+    if origin.indices.len() != batch.len() {
+        return Err(RecordError::Decode(format!(
+            "origin names {} entries, the batch holds {}",
+            origin.indices.len(),
+            batch.len()
+        )));
+    }
+    Ok((batch, Some(origin)))
 }
 
 fn decompress_bounded(payload: &[u8]) -> Result<Vec<u8>, RecordError> {
@@ -136,7 +181,7 @@ const INDEX_LEN: usize = 18;
 impl IndexEntry {
     pub fn encode(&self) -> [u8; INDEX_LEN] {
         let mut out = [0u8; INDEX_LEN];
-        out[0] = VERSION;
+        out[0] = INDEX_VERSION;
         out[1] = match self.kind {
             Kind::Logs => 0,
             Kind::Metrics => 1,
@@ -148,7 +193,7 @@ impl IndexEntry {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<IndexEntry> {
-        if bytes.len() != INDEX_LEN || bytes[0] != VERSION {
+        if bytes.len() != INDEX_LEN || bytes[0] != INDEX_VERSION {
             return None;
         }
         let kind = match bytes[1] {
@@ -187,6 +232,31 @@ mod tests {
                     .collect(),
             ),
         }
+    }
+
+    #[test]
+    fn a_replayed_batch_keeps_its_origin_and_a_mismatched_one_is_refused() {
+        let b = sample();
+        let origin = Origin {
+            node_id: "edge-1".into(),
+            seq: 42,
+            indices: (100..150).collect(),
+        };
+        let r = encode_with_origin(&b, &origin);
+        assert_eq!(
+            decode_with_origin(&r).unwrap(),
+            (b.clone(), Some(origin.clone()))
+        );
+        assert_eq!(decode(&r).unwrap(), b);
+        assert_eq!(decode_with_origin(&encode(&b)).unwrap(), (b.clone(), None));
+        let short = Origin {
+            indices: vec![1],
+            ..origin
+        };
+        assert!(matches!(
+            decode_with_origin(&encode_with_origin(&b, &short)),
+            Err(RecordError::Decode(_))
+        ));
     }
 
     /// Found by `fuzz/` (record target, checksum-valid mode) in under a

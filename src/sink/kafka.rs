@@ -9,10 +9,12 @@
 //! duplicate-free; the forwarder sees an outage as a delivery that stalls
 //! (`Sink::stall_after`) and shows it, without cancelling anything.
 //!
-//! Errors are classified explicitly: the codes in `PERMANENT` can never
-//! succeed for that record and send the batch to the dead letters; every
-//! other error is retriable and the batch is submitted again (same
-//! `ingest-id`s).
+//! Errors are classified explicitly, per entry: the codes in `PERMANENT` can
+//! never succeed for that record, so that entry — and only it — goes to the
+//! dead letters once the rest of its batch is confirmed. Every other error is
+//! retriable and the batch is submitted again (same `ingest-id`s); the codes
+//! in `NEEDS_OPERATOR` concern the destination, not the record, and
+//! `last_error` says what to fix.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,18 +27,56 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedPro
 use rdkafka::ClientContext;
 use tokio::sync::oneshot;
 
-use super::{message, Delivery, Sink, SinkError, SubmitFuture};
+use super::{message, Confirmed, Delivery, Refusal, Sink, SinkError, SubmitFuture};
 use crate::config::KafkaConfig;
 use crate::model::Kind;
 use crate::queue::{lock, Stored};
 
-/// Errors for which a retry of the same record can never succeed.
+/// Errors for which a retry of the same record can never succeed. NOTE:
+/// Kafka's `RECORD_LIST_TOO_LARGE` (code 18) is librdkafka's
+/// `MessageBatchTooLarge`.
 const PERMANENT: [RDKafkaErrorCode; 5] = [
     RDKafkaErrorCode::MessageSizeTooLarge,
     RDKafkaErrorCode::InvalidMessageSize,
     RDKafkaErrorCode::InvalidMessage,
     RDKafkaErrorCode::InvalidRecord,
     RDKafkaErrorCode::MessageBatchTooLarge,
+];
+
+/// Errors that no record can get past until an operator changes the cluster
+/// or the config, with what to do. NOTE: they are retried, not
+/// dead-lettered: a missing topic or ACL would otherwise move the whole
+/// backlog of good records to the dead letters within seconds. The batches
+/// stay queued, in order, and `last_error` names the fix.
+const NEEDS_OPERATOR: [(RDKafkaErrorCode, &str); 7] = [
+    (
+        RDKafkaErrorCode::TopicAuthorizationFailed,
+        "this client may not write to the topic: grant it Write on the topic",
+    ),
+    (
+        RDKafkaErrorCode::ClusterAuthorizationFailed,
+        "this client may not produce idempotently: grant it IdempotentWrite on the cluster",
+    ),
+    (
+        RDKafkaErrorCode::UnknownTopicOrPartition,
+        "the topic does not exist: create it (kafka.logs_topic / kafka.metrics_topic)",
+    ),
+    (
+        RDKafkaErrorCode::UnknownTopic,
+        "the topic does not exist: create it (kafka.logs_topic / kafka.metrics_topic)",
+    ),
+    (
+        RDKafkaErrorCode::InvalidTopic,
+        "the topic name is invalid: fix kafka.logs_topic / kafka.metrics_topic",
+    ),
+    (
+        RDKafkaErrorCode::SaslAuthenticationFailed,
+        "authentication failed: check the sasl.* settings in [kafka.properties]",
+    ),
+    (
+        RDKafkaErrorCode::Authentication,
+        "authentication failed: check the security settings in [kafka.properties]",
+    ),
 ];
 
 /// Batches in flight at once: enough to keep librdkafka's batches full
@@ -107,17 +147,45 @@ impl ClientErrors {
 /// forwarder once per batch.
 pub(crate) struct BatchTracker {
     remaining: AtomicUsize,
-    /// The first failure; a permanent one replaces a retriable one.
-    failure: Mutex<Option<SinkError>>,
+    outcome: Mutex<Outcome>,
     done: Mutex<Option<oneshot::Sender<()>>>,
 }
 
+#[derive(Default)]
+struct Outcome {
+    /// The first retriable failure: the batch must be sent again.
+    retry: Option<SinkError>,
+    /// Entries refused for good, by ingest-id.
+    refused: Vec<Refusal>,
+    /// A permanent refusal that names no entry (never expected: every
+    /// message carries its ingest-id): the whole batch is refused.
+    whole: Option<SinkError>,
+}
+
+/// How one message ended.
+enum Settled {
+    Delivered,
+    Retry(SinkError),
+    /// Refused for good; the ingest-id if the message still names it.
+    Refused(Option<String>, String),
+}
+
 impl BatchTracker {
-    fn settle_one(&self, outcome: Option<SinkError>) {
-        if let Some(err) = outcome {
-            let mut f = lock(&self.failure);
-            if f.as_ref().is_none_or(|x| !x.is_permanent()) {
-                *f = Some(err);
+    fn settle_one(&self, settled: Settled) {
+        match settled {
+            Settled::Delivered => {}
+            Settled::Retry(err) => {
+                lock(&self.outcome).retry.get_or_insert(err);
+            }
+            Settled::Refused(Some(ingest_id), reason) => {
+                lock(&self.outcome)
+                    .refused
+                    .push(Refusal { ingest_id, reason });
+            }
+            Settled::Refused(None, reason) => {
+                lock(&self.outcome)
+                    .whole
+                    .get_or_insert(SinkError::Permanent(reason));
             }
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -132,7 +200,14 @@ impl ProducerContext for ErrorTracker {
     type DeliveryOpaque = Arc<BatchTracker>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, tracker: Arc<BatchTracker>) {
-        tracker.settle_one(result.as_ref().err().map(|(e, _)| classify(e)));
+        let settled = match result {
+            Ok(_) => Settled::Delivered,
+            Err((e, msg)) => match classify(e) {
+                SinkError::Permanent(reason) => Settled::Refused(ingest_id_of(msg), reason),
+                retry => Settled::Retry(retry),
+            },
+        };
+        tracker.settle_one(settled);
     }
 }
 
@@ -214,10 +289,28 @@ impl Generation {
 
 fn classify(err: &KafkaError) -> SinkError {
     let text = err.to_string();
-    match err.rdkafka_error_code() {
-        Some(code) if PERMANENT.contains(&code) => SinkError::Permanent(text),
-        _ => SinkError::Retriable(text),
+    let Some(code) = err.rdkafka_error_code() else {
+        return SinkError::Retriable(text);
+    };
+    if PERMANENT.contains(&code) {
+        return SinkError::Permanent(text);
     }
+    match NEEDS_OPERATOR.iter().find(|(c, _)| *c == code) {
+        Some((_, fix)) => SinkError::Retriable(format!("{text} — {fix}; batches stay queued")),
+        None => SinkError::Retriable(text),
+    }
+}
+
+/// The `ingest-id` header of a message librdkafka hands back: read only on
+/// failure, so a success costs nothing extra.
+fn ingest_id_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    let headers = msg.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == "ingest-id")
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 impl Sink for KafkaSink {
@@ -258,14 +351,14 @@ impl Sink for KafkaSink {
                 Kind::Logs => self.logs_topic.as_str(),
                 Kind::Metrics => self.metrics_topic.as_str(),
             };
-            let rendered = message::render(&stored.batch, node_id, stored.seq);
+            let rendered = message::render(stored, node_id);
             if rendered.is_empty() {
-                return Ok(Box::pin(async { Ok(()) }) as Delivery);
+                return Ok(Box::pin(async { Ok(Confirmed::all()) }) as Delivery);
             }
             let (tx, rx) = oneshot::channel();
             let tracker = Arc::new(BatchTracker {
                 remaining: AtomicUsize::new(rendered.len()),
-                failure: Mutex::new(None),
+                outcome: Mutex::new(Outcome::default()),
                 done: Mutex::new(Some(tx)),
             });
             let Generation { producer, errors } = self.current();
@@ -290,6 +383,16 @@ impl Sink for KafkaSink {
                             record = r;
                             tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                         }
+                        // librdkafka refused this one message before sending
+                        // it (larger than message.max.bytes): only this entry
+                        // goes to the dead letters.
+                        Err((e, _)) if classify(&e).is_permanent() => {
+                            tracker.settle_one(Settled::Refused(
+                                Some(m.ingest_id.to_string()),
+                                e.to_string(),
+                            ));
+                            break;
+                        }
                         // Messages already handed over may still be delivered;
                         // the batch as a whole failed and nobody waits for it.
                         Err((e, _)) => return Err(classify(&e)),
@@ -301,13 +404,14 @@ impl Sink for KafkaSink {
                 if rx.await.is_err() {
                     return Err(SinkError::Retriable("producer dropped the batch".into()));
                 }
-                match lock(&tracker.failure).take() {
-                    None => {
-                        lock(&client_errors).clear();
-                        Ok(())
-                    }
-                    Some(e) => Err(e),
+                let outcome = std::mem::take(&mut *lock(&tracker.outcome));
+                if let Some(e) = outcome.retry.or(outcome.whole) {
+                    return Err(e);
                 }
+                lock(&client_errors).clear();
+                Ok(Confirmed {
+                    refused: outcome.refused,
+                })
             });
             Ok(delivery)
         })

@@ -4,6 +4,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
 use crate::model::{AttrValue, Batch, Entries, Kind, LogRecord, MetricRecord};
+use crate::queue::Stored;
 
 /// One message, borrowed from a `Rendered` batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -13,7 +14,8 @@ pub struct Message<'a> {
     pub key: &'a str,
     /// The normalized entry plus `agent_version` and `received_at`.
     pub value: &'a [u8],
-    /// `<node_id>:<batch_seq>:<index>`: the same on every redelivery.
+    /// `<node_id>:<batch_seq>:<index>`: the same on every redelivery, and
+    /// on a replay from the dead letters (`Stored::write_ingest_id`).
     pub ingest_id: &'a str,
 }
 
@@ -137,8 +139,8 @@ fn write_metric(out: &mut Vec<u8>, e: &MetricRecord, b: &Batch) {
 }
 
 /// Renders every message of a batch, in entry order.
-pub fn render<'a>(batch: &'a Batch, node_id: &str, seq: u64) -> Rendered<'a> {
-    use std::fmt::Write as _;
+pub fn render<'a>(stored: &'a Stored, node_id: &str) -> Rendered<'a> {
+    let batch = &stored.batch;
     let n = batch.len();
     let mut r = Rendered {
         kind: batch.kind(),
@@ -160,7 +162,7 @@ pub fn render<'a>(batch: &'a Batch, node_id: &str, seq: u64) -> Rendered<'a> {
             }
         }
         r.value_ends.push(r.values.len());
-        let _ = write!(r.ids, "{node_id}:{seq}:{i}");
+        stored.write_ingest_id(node_id, i, &mut r.ids);
         r.id_ends.push(r.ids.len());
     }
     r
@@ -185,7 +187,12 @@ mod tests {
                 attributes: vec![("pct".into(), AttrValue::Float(91.5))],
             }]),
         };
-        let r = render(&b, "node", 7);
+        let s = Stored {
+            seq: 7,
+            batch: b,
+            origin: None,
+        };
+        let r = render(&s, "node");
         let m = r.get(0);
         assert_eq!(m.ingest_id, "node:7:0");
         assert_eq!(m.key, "api");
@@ -215,7 +222,12 @@ mod tests {
                 attributes: vec![],
             }]),
         };
-        let v: serde_json::Value = serde_json::from_slice(render(&b, "n", 1).get(0).value).unwrap();
+        let s = Stored {
+            seq: 1,
+            batch: b,
+            origin: None,
+        };
+        let v: serde_json::Value = serde_json::from_slice(render(&s, "n").get(0).value).unwrap();
         assert_eq!(v["metric_type"], "gauge");
         assert_eq!(v["unit"], "ratio");
         assert_eq!(v["agent_version"], serde_json::Value::Null);

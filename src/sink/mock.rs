@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{message, Delivery, Sink, SinkError, SubmitFuture};
+use super::{message, Confirmed, Delivery, Sink, SinkError, SubmitFuture};
 use crate::config::{MockConfig, MockFail};
 use crate::queue::Stored;
 
@@ -96,7 +96,7 @@ impl Sink for MockSink {
 
     fn submit<'a>(&'a self, stored: &'a Stored, node_id: &'a str) -> SubmitFuture<'a> {
         let lines = self.capture.as_ref().map(|_| {
-            let rendered = message::render(&stored.batch, node_id, stored.seq);
+            let rendered = message::render(stored, node_id);
             let mut lines = Vec::with_capacity(rendered.len() * 330);
             for m in rendered.iter() {
                 lines.extend_from_slice(m.value);
@@ -114,7 +114,7 @@ impl Sink for MockSink {
                 return Err(SinkError::Retriable(why));
             }
             let (Some(capture), Some(lines)) = (capture, lines) else {
-                return Ok(());
+                return Ok(Confirmed::all());
             };
             tokio::task::spawn_blocking(move || {
                 let mut f = crate::queue::lock(&capture);
@@ -123,7 +123,8 @@ impl Sink for MockSink {
             })
             .await
             .map_err(|e| SinkError::Retriable(format!("capture writer failed: {e}")))?
-            .map_err(|e| SinkError::Retriable(format!("cannot write capture file: {e}")))
+            .map_err(|e| SinkError::Retriable(format!("cannot write capture file: {e}")))?;
+            Ok(Confirmed::all())
         });
         Box::pin(async move { Ok(delivery) })
     }

@@ -4,7 +4,9 @@
 //! `submit` hands every entry of a batch to the sink — the forwarder calls
 //! it for one batch at a time, in queue order, so that is the order the sink
 //! sees — and returns a `Delivery` that resolves once every entry is
-//! confirmed. The forwarder removes a batch from the queue only then.
+//! confirmed or refused for good. The forwarder removes a batch from the
+//! queue only then, moving the refused entries (never the confirmed ones)
+//! to the dead letters.
 //! `message.rs` renders the Kafka message of an entry (SPEC §4) for every
 //! sink, so the mock producer's capture holds exactly what Kafka would get.
 
@@ -16,6 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use crate::queue::Refusal;
 use crate::queue::Stored;
 
 /// Why a sink did not confirm a batch.
@@ -25,8 +28,9 @@ pub enum SinkError {
     /// retrying the same batch later can succeed; feeds backoff and breaker.
     #[error("{0}")]
     Retriable(String),
-    /// The sink will never accept this batch (e.g. a record too large):
-    /// retrying cannot help, so it goes to the dead letters.
+    /// The sink will never accept any entry of this batch: retrying cannot
+    /// help, so the whole batch goes to the dead letters. (A sink that can
+    /// tell which entries it refused returns `Confirmed::refused` instead.)
     #[error("{0}")]
     Permanent(String),
 }
@@ -37,8 +41,23 @@ impl SinkError {
     }
 }
 
-/// Resolves when every entry of a submitted batch is confirmed.
-pub type Delivery = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'static>>;
+/// The sink's final word on a batch: it took every entry but `refused`,
+/// which it will never take (too large, invalid).
+#[derive(Debug, Default)]
+pub struct Confirmed {
+    pub refused: Vec<Refusal>,
+}
+
+impl Confirmed {
+    /// Every entry taken.
+    pub fn all() -> Confirmed {
+        Confirmed::default()
+    }
+}
+
+/// Resolves when every entry of a submitted batch is confirmed or refused
+/// for good; `Err` if any must be sent again.
+pub type Delivery = Pin<Box<dyn Future<Output = Result<Confirmed, SinkError>> + Send + 'static>>;
 
 pub type SubmitFuture<'a> = Pin<Box<dyn Future<Output = Result<Delivery, SinkError>> + Send + 'a>>;
 
