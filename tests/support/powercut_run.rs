@@ -83,6 +83,10 @@ pub struct RunOptions {
     pub exe: PathBuf,
     /// How long the final drain may take.
     pub drain_limit: Duration,
+    /// After each SIGKILL, start the server once more (it opens the queue
+    /// and reports its address) and SIGKILL it again before the cut: a
+    /// start-up that records state it has not made durable shows here.
+    pub restart_before_cut: bool,
 }
 
 impl RunOptions {
@@ -96,6 +100,7 @@ impl RunOptions {
             kill_after_ms: (300, 1500),
             exe: service_exe(),
             drain_limit: Duration::from_secs(60),
+            restart_before_cut: false,
         }
     }
 }
@@ -320,6 +325,11 @@ pub fn run(opts: &RunOptions) -> Option<Report> {
             rt.block_on(c).expect("client task");
         }
         drop(server);
+        if opts.restart_before_cut {
+            // Panics if it refuses to start, like every other start.
+            let mut again = Binary::start_exe(&exe, &path);
+            again.sigkill();
+        }
         fs.power_cut()
             .unwrap_or_else(|e| panic!("power cut {cycle}: {e}"));
         eprintln!(
