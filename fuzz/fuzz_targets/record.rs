@@ -6,10 +6,12 @@
 //! The first byte picks the mode: raw bytes as stored (the checksum rejects
 //! nearly all of them), or the rest as flags + payload under a valid header
 //! and a matching checksum — damage the checksum cannot see, which is what
-//! reaches decompression and bincode.
+//! reaches decompression and bincode. Bit 1 picks the header's version: 1, or
+//! 2 (a batch replayed from the dead letters, with its `Origin`), whose
+//! ingest-ids are all rendered.
 #![no_main]
 
-use edge_ingester::queue::{decode_record, encode_record};
+use edge_ingester::queue::{decode_record_with_origin, encode_record, encode_record_with_origin, Stored};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,16 +24,27 @@ fuzz_target!(|data: &[u8]| {
         let Some((&flags, payload)) = rest.split_first() else {
             return;
         };
-        let mut r = vec![b'E', b'Q', 1, flags];
+        let version = if mode & 2 == 0 { 1 } else { 2 };
+        let mut r = vec![b'E', b'Q', version, flags];
         r.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
         r.extend_from_slice(payload);
         r
     };
-    if let Ok(batch) = decode_record(&record) {
+    if let Ok((batch, origin)) = decode_record_with_origin(&record) {
         // Compared as bytes: damaged input can decode to a NaN metric value,
         // which no batch equals, itself included.
-        let encoded = encode_record(&batch);
-        let again = decode_record(&encoded).expect("re-encoded record decodes");
-        assert_eq!(encode_record(&again), encoded, "record round trip changed the batch");
+        let encode = |b| match &origin {
+            None => encode_record(b),
+            Some(o) => encode_record_with_origin(b, o),
+        };
+        let encoded = encode(&batch);
+        let (again, again_origin) =
+            decode_record_with_origin(&encoded).expect("re-encoded record decodes");
+        assert_eq!(again_origin, origin, "record round trip changed the origin");
+        assert_eq!(encode(&again), encoded, "record round trip changed the batch");
+        let stored = Stored { seq: 1, batch: again, origin: again_origin };
+        for i in 0..stored.batch.len() {
+            assert!(!stored.ingest_id("node", i).is_empty());
+        }
     }
 });

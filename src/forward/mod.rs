@@ -276,14 +276,15 @@ impl Forwarder {
             // letters, under their ingest-ids, and the batch leaves the queue.
             Ok(c) => {
                 let seq = head.seq;
+                let refused = c.refused.len() as u64;
                 let moved = off_reactor(&self.queue, move |q| {
                     q.dead_letter_entries(seq, Refused::Entries(&c.refused))
                 })
                 .await;
                 match moved {
-                    Ok(n) => {
+                    Ok(_) => {
                         self.stats
-                            .sent(head.kind, head.entries.saturating_sub(n as u64));
+                            .sent(head.kind, head.entries.saturating_sub(refused));
                         self.on_success();
                     }
                     Err(e) => self.retry_from_head(SinkError::Retriable(format!(

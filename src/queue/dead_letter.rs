@@ -66,8 +66,9 @@ pub(super) fn letter(seq: u64, node_id: &str, stored: &[u8], refused: Refused<'_
             let positions: Vec<usize> = (0..n)
                 .filter(|&i| ids.contains_key(stored.ingest_id(node_id, i).as_str()))
                 .collect();
-            if positions.is_empty() {
-                // Never expected; keeping the whole batch loses nothing.
+            if positions.len() != ids.len() {
+                // Never expected (the ids are rendered from this very
+                // record); keeping the whole batch loses nothing.
                 let why = format!(
                     "{} (ids not found in the batch, kept whole)",
                     summary(list, Some(n))

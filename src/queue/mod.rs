@@ -84,6 +84,12 @@ pub use idempotency::{Appended, IdempotencyKey};
 pub use record::{
     decode as decode_record, encode as encode_record, IndexEntry, Origin, RecordError,
 };
+/// For the fuzz targets: records of replayed batches (version 2).
+#[doc(hidden)]
+pub use record::{
+    decode_with_origin as decode_record_with_origin,
+    encode_with_origin as encode_record_with_origin,
+};
 
 use crate::config::{QueueConfig, WhenFull};
 use crate::model::Batch;
@@ -602,15 +608,24 @@ impl Queue {
             return Err(injected("move"));
         }
         let letter = dead_letter::letter(seq, self.node_id(), &record, refused);
-        store.dead.insert(seq.to_be_bytes(), letter.value)?;
-        let mut b = sled::Batch::default();
-        b.remove(&record_key(seq));
-        b.remove(&index_key(seq));
-        store.tree.apply_batch(b)?;
+        // One transaction over both trees: a crash can never leave the dead
+        // letter written and the batch still queued (it would be sent again,
+        // Kafka's part duplicated, and the letter counted twice).
+        use sled::Transactional as _;
+        let moved: sled::transaction::TransactionResult<bool, ()> = (&store.tree, &store.dead)
+            .transaction(|(queued, dead)| {
+                let new = dead
+                    .insert(&seq.to_be_bytes(), letter.value.as_slice())?
+                    .is_none();
+                queued.remove(&record_key(seq))?;
+                queued.remove(&index_key(seq))?;
+                Ok(new)
+            });
+        let new = moved.map_err(|e| QueueError::Disk(format!("dead-letter move failed: {e:?}")))?;
         store.db.flush()?;
         let mut live = self.live();
         live.remove(seq);
-        live.dead_letters += 1;
+        live.dead_letters += u64::from(new);
         Ok(letter.entries)
     }
 
