@@ -66,6 +66,19 @@ pub enum Command {
     },
     /// Load generator: runs a workload against a fresh server and prints figures.
     Bench(crate::bench::BenchArgs),
+    /// The agents that feed a running ingester (SPEC §7).
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Ship log lines from stdin or followed files.
+    Logs(crate::agent::logs::LogsArgs),
+    /// Ship this host's metrics every interval.
+    Metrics(crate::agent::metrics::MetricsArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod api;
 pub mod bench;
 pub mod cli;

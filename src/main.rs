@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::msg),
         ),
         Command::Bench(args) => print_or_fail(edge_ingester::bench::run(args)),
+        Command::Agent { command } => ExitCode::from(edge_ingester::agent::main(command)),
     }
 }
 

@@ -1,0 +1,1 @@
+//! Host metrics from `/proc` and `statvfs`. Being written.

@@ -1,0 +1,115 @@
+//! The agents of the seed's Phase 1, in the same binary (SPEC §7): a log
+//! agent (`logs.rs`: stdin, or files followed like `tail -F` through
+//! `follow.rs` with positions in `state.rs`) and a host-metrics agent
+//! (`metrics.rs`, reading `/proc` through `host.rs`). Both ship batches over
+//! HTTP through `client.rs`, which applies the retry rules.
+
+pub mod client;
+pub mod host;
+pub mod logs;
+pub mod metrics;
+
+use clap::Args;
+
+/// Where and as whom an agent sends (SPEC §7: flag > environment > default).
+#[derive(Debug, Clone, Args)]
+pub struct Target {
+    /// The ingester's base URL.
+    #[arg(
+        long,
+        env = "INGESTION_API_URL",
+        default_value = "http://localhost:8000"
+    )]
+    pub url: String,
+    /// API key (X-API-Key).
+    #[arg(
+        long,
+        env = "INGESTION_API_KEY",
+        hide_env_values = true,
+        default_value = crate::config::DEFAULT_API_KEY
+    )]
+    pub api_key: String,
+    /// `host` of every entry (default: this machine's hostname).
+    #[arg(long)]
+    pub host: Option<String>,
+}
+
+impl Target {
+    pub fn host(&self) -> String {
+        self.host.clone().unwrap_or_else(hostname)
+    }
+}
+
+/// This machine's hostname (the kernel's, as `hostname` prints it), or
+/// "localhost" if it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The crate version: `agent_version` of every batch.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Runs an agent command to its end; returns the process exit code
+/// (0 done, 1 fatal or lines given up; usage errors are clap's 2).
+pub fn main(command: crate::cli::AgentCommand) -> u8 {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("signal received; sending what is held, then stopping");
+            let _ = stop_tx.send(true);
+        });
+        let outcome = match command {
+            crate::cli::AgentCommand::Logs(args) => logs::run(args, stop_rx).await,
+            crate::cli::AgentCommand::Metrics(args) => {
+                metrics::run(args, stop_rx).await.map(|()| 0)
+            }
+        };
+        match outcome {
+            Ok(0) => 0,
+            Ok(given_up) => {
+                tracing::error!(
+                    lines = given_up,
+                    "gave up lines that were never acknowledged"
+                );
+                eprintln!("error: {given_up} lines were given up without acknowledgement");
+                1
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                1
+            }
+        }
+    })
+}
