@@ -62,6 +62,9 @@ pub enum Fatal {
          to a key the server accepts"
     )]
     Unauthorized(String),
+    /// The followed file or the state directory cannot be used.
+    #[error("{0}")]
+    State(String),
 }
 
 pub struct Client {

@@ -5,9 +5,13 @@
 //! HTTP through `client.rs`, which applies the retry rules.
 
 pub mod client;
+mod follow;
 pub mod host;
+mod line;
 pub mod logs;
 pub mod metrics;
+mod ship;
+mod state;
 
 use clap::Args;
 

@@ -63,7 +63,7 @@
 //! keeps at a few times the live bytes and does not hand back to the OS.
 
 mod dead_letter;
-mod durable_dir;
+pub(crate) mod durable_dir;
 mod idempotency;
 mod ledger;
 mod plan;

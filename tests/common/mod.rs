@@ -2,6 +2,7 @@
 //! binary, always on 127.0.0.1:0 with a temporary queue directory.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod kafka;
 
 use std::io::{BufRead, BufReader};
