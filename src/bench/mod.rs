@@ -15,6 +15,8 @@
 //!   every 20–60 s and the sink flaps; acknowledged vs delivered (`soak.rs`).
 //! - **churn**: 10 M entries through a queue kept near 10k batches; the
 //!   directory's size against `max_bytes` (`churn.rs`).
+//! - **agent-logs**, **agent-metrics**: the agents' throughput, CPU and
+//!   memory (`agent.rs`).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -26,12 +28,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 
+mod agent;
 mod churn;
 mod soak;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// w1, w2, w3, soak (`--seconds 600` for 10 minutes) or churn.
+    /// w1, w2, w3, soak (`--seconds 600` for 10 minutes), churn,
+    /// agent-logs (`--drain-entries` lines, `--batch` per batch) or
+    /// agent-metrics (`--seconds`).
     #[arg(long, default_value = "w1")]
     pub workload: String,
     /// Seconds of measured load (w1, after a 2 s warm-up; w2, per rate step).
@@ -100,7 +105,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<String> {
         }
         "soak" => rt.block_on(soak::run(&args, &exe, dir.path(), args.rate)),
         "churn" => rt.block_on(churn::run(&args, &exe, dir.path())),
-        other => bail!("unknown workload `{other}` (available: w1, w2, w3, soak, churn)"),
+        "agent-logs" => rt.block_on(agent::logs(&args, &exe, dir.path())),
+        "agent-metrics" => rt.block_on(agent::metrics(&args, &exe, dir.path())),
+        other => bail!(
+            "unknown workload `{other}` (available: w1, w2, w3, soak, churn, agent-logs, agent-metrics)"
+        ),
     }
 }
 
