@@ -585,3 +585,80 @@ fn every_line_reaches_the_queue_once_across_server_kills() {
 fn every_line_reaches_the_queue_once_across_a_20_s_server_outage() {
     chaos_run(Chaos::StopServer(Duration::from_secs(20)));
 }
+
+/// A file rotated away while the agent was stopped, with lines it never got
+/// acknowledged: found again by its identity in the same directory and
+/// finished, in order, before the new file is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rotated_away_while_the_agent_was_stopped_is_finished_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.log");
+    let state = dir.path().join("state");
+    let log = dir.path().join("agent.log");
+    append(&file, "old-1\nold-2\nold-3\n");
+    // First run: nobody listens, so nothing is acknowledged.
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let args = |url: &str| {
+        [
+            "logs",
+            "--service",
+            "s",
+            "--file",
+            &path_str(&file),
+            "--from-beginning",
+            "--state-dir",
+            &path_str(&state),
+            "--url",
+            url,
+            "--api-key",
+            KEY,
+            "--flush-interval",
+            "0.05",
+            "--give-up-after",
+            "0.5",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let first = args(&nobody);
+    let mut agent = start_agent(&first, &log);
+    std::thread::sleep(Duration::from_millis(600));
+    sigterm(&agent);
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(20)), 0);
+    // Rotated while it was down: a last line, rename, a new file.
+    append(&file, "old-4\n");
+    std::fs::rename(&file, dir.path().join("app.log.1")).unwrap();
+    append(&file, "new-1\n");
+
+    let cfg = capture_config(dir.path());
+    let capture = cfg.mock.capture_path.clone();
+    let srv = InProcess::start(cfg).await;
+    let second = args(&srv.base);
+    let mut agent = start_agent(&second, &log);
+    let got = tokio::task::spawn_blocking(move || {
+        wait_capture(&capture, Duration::from_secs(20), |m| m.len() >= 5)
+    })
+    .await
+    .unwrap();
+    sigterm(&agent);
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(20)), 0);
+    assert_eq!(
+        got,
+        ["old-1", "old-2", "old-3", "old-4", "new-1"],
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    srv.stop().await;
+}
+
+#[test]
+fn stdin_lines_never_acknowledged_are_given_up_with_exit_1_saying_how_many() {
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let (code, stderr) = run_stdin_agent(
+        &["--service", "s", "--url", &nobody, "--give-up-after", "1"],
+        "a\nb\nc\n",
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("3 lines"), "{stderr}");
+}
