@@ -446,7 +446,9 @@ impl Follower {
                 Some(path) => {
                     let (file, len) = open(&path).map_err(|e| self.io(e))?;
                     let mut position = pos;
-                    if len < position.acked {
+                    // Shorter than what was read from it: truncated since.
+                    let read_to = position.pending.as_ref().map_or(position.acked, |p| p.end);
+                    if len < read_to {
                         tracing::warn!(path = %path.display(), "file was truncated while the agent was stopped; reading it again from the start");
                         position = Position {
                             generation: position.generation + 1,
