@@ -187,3 +187,128 @@ fn a_missing_service_is_a_usage_error() {
     assert_eq!(wait_exit(&mut agent, Duration::from_secs(10)), 2);
     assert!(std::fs::read_to_string(&log).unwrap().contains("--service"));
 }
+
+/// Polls `cond` every 50 ms until it yields, or panics at the limit.
+async fn until<T>(limit: Duration, what: &str, mut cond: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn metrics_against(url: &str, extra: &[&str], log: &std::path::Path) -> std::process::Child {
+    let mut args = vec!["metrics", "--service", "web-server", "--url", url];
+    args.extend_from_slice(&["--api-key", KEY]);
+    args.extend_from_slice(extra);
+    spawn_agent(&args, log, Stdio::null())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_batch_is_whole_collections_with_a_fresh_key_kept_across_retries() {
+    let script = Scripted::start(vec![
+        (503, vec![("retry-after", "1".to_string())], "{}".into()),
+        (413, vec![], r#"{"detail":"too large"}"#.into()),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("agent.log");
+    let mut agent = metrics_against(
+        &script.url,
+        &["--interval", "1", "--batch-size", "10"],
+        &log,
+    );
+    // 503 and 413 for the first collection, its two halves, the second.
+    let seen = until(Duration::from_secs(30), "five requests", || {
+        let seen = script.seen();
+        (seen.len() >= 5).then_some(seen)
+    })
+    .await;
+    sigterm(&agent);
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(20)), 0);
+    let n = seen[0].entries;
+    assert!(n >= 10, "a collection holds every metric: {seen:?}");
+    assert!(seen
+        .iter()
+        .all(|s| s.path == "/metrics" && s.api_key == KEY));
+    // Retried after Retry-After with the same body and key.
+    assert_eq!(
+        (seen[1].entries, &seen[1].idempotency_key),
+        (n, &seen[0].idempotency_key)
+    );
+    // 413: two halves, each with its own key.
+    assert_eq!(
+        (seen[2].entries + seen[3].entries, seen[2].entries),
+        (n, n / 2)
+    );
+    // The next collection: whole, never mixed with the first.
+    assert_eq!(seen[4].entries, n);
+    let keys: std::collections::HashSet<&str> = [1, 2, 3, 4]
+        .iter()
+        .map(|&i| seen[i].idempotency_key.as_str())
+        .collect();
+    assert_eq!(keys.len(), 4, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_below_batch_size_is_sent_on_sigterm() {
+    let script = Scripted::start(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("agent.log");
+    let mut agent = metrics_against(
+        &script.url,
+        &["--interval", "600", "--batch-size", "1000"],
+        &log,
+    );
+    until(Duration::from_secs(10), "a first collection", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("Metrics collected buffer_size=")
+            .then_some(())
+    })
+    .await;
+    assert!(script.seen().is_empty(), "sent below --batch-size");
+    sigterm(&agent);
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(15)), 0);
+    let seen = script.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(seen[0].entries >= 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_outage_exits_0_within_the_give_up_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("agent.log");
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let mut agent = metrics_against(&url, &["--interval", "1", "--batch-size", "1"], &log);
+    until(Duration::from_secs(10), "a failed send", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("cannot reach the ingester").then_some(())
+    })
+    .await;
+    let signalled = Instant::now();
+    sigterm(&agent);
+    // 10 s to deliver, then it gives up.
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(15)), 0);
+    assert!(signalled.elapsed() >= Duration::from_secs(9));
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(stderr.contains("stopping with metrics unsent"), "{stderr}");
+}
+
+#[test]
+fn a_zero_or_infinite_interval_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["0", "inf", "-1", "soon"] {
+        let log = dir.path().join(format!("agent-{bad}.log"));
+        let mut agent = spawn_agent(
+            &["metrics", "--service", "s", &format!("--interval={bad}")],
+            &log,
+            Stdio::null(),
+        );
+        assert_eq!(wait_exit(&mut agent, Duration::from_secs(10)), 2, "{bad}");
+        let stderr = std::fs::read_to_string(&log).unwrap();
+        assert!(stderr.contains("--interval"), "{bad}: {stderr}");
+    }
+}

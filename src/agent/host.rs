@@ -167,9 +167,9 @@ fn parse_cpu(text: &str) -> HashMap<String, CpuTimes> {
         if v.len() < 4 {
             continue;
         }
-        let total: u64 = v.iter().sum();
+        let total = v.iter().fold(0u64, |a, &x| a.saturating_add(x));
         // idle + iowait are not busy.
-        let idle = v[3] + v.get(4).copied().unwrap_or(0);
+        let idle = v[3].saturating_add(v.get(4).copied().unwrap_or(0));
         out.insert(
             name.to_string(),
             CpuTimes {
@@ -242,9 +242,12 @@ fn memory(text: &str) -> Vec<Sample> {
         return Vec::new();
     };
     let buffers = kb.get("Buffers").copied().unwrap_or(0);
-    let cached =
-        kb.get("Cached").copied().unwrap_or(0) + kb.get("SReclaimable").copied().unwrap_or(0);
-    let used = total.saturating_sub(free + buffers + cached);
+    let cached = kb
+        .get("Cached")
+        .copied()
+        .unwrap_or(0)
+        .saturating_add(kb.get("SReclaimable").copied().unwrap_or(0));
+    let used = total.saturating_sub(free.saturating_add(buffers).saturating_add(cached));
     let mut out: Vec<Sample> = [
         ("used", used),
         ("free", free),
@@ -252,7 +255,7 @@ fn memory(text: &str) -> Vec<Sample> {
         ("buffers", buffers),
     ]
     .into_iter()
-    .map(|(state, v)| gauge("system.memory.usage", (v * 1024) as f64, "By").with("state", state))
+    .map(|(state, v)| gauge("system.memory.usage", v as f64 * 1024.0, "By").with("state", state))
     .collect();
     if total > 0 {
         out.push(
@@ -327,7 +330,7 @@ fn disk_io(text: &str) -> Vec<Sample> {
         for (direction, sectors) in [("read", read), ("write", written)] {
             out.push(Sample {
                 name: "system.disk.io",
-                value: (sectors * 512) as f64,
+                value: sectors as f64 * 512.0,
                 kind: Kind::Counter,
                 unit: "By",
                 attributes: vec![
@@ -486,6 +489,25 @@ mod tests {
             (n[1].value, attr(&n[1], "direction")),
             (200.0, Some("transmit"))
         );
+    }
+
+    #[test]
+    fn odd_proc_content_is_skipped_or_saturated_never_a_panic() {
+        let max = u64::MAX;
+        let cpu = parse_cpu(&format!("cpu {max} {max} 1 {max} {max}\ncpu0 -1 2 3 4\n"));
+        assert!(cpu_utilization(&cpu, &cpu).iter().all(|s| s.value == 0.0));
+        let m = memory(&format!(
+            "MemTotal: {max} kB\nMemFree: {max} kB\nCached: {max} kB\n"
+        ));
+        assert!(m.iter().all(|s| s.value.is_finite() && s.value >= 0.0));
+        assert_eq!(
+            disk_io(&format!("8 0 sda 1 0 {max} 0 1 0 {max} 0\n")).len(),
+            2
+        );
+        assert!(disk_io("8 0 sda x y z w v u t s\n").is_empty());
+        assert!(network_io("a\nb\n:::\neth0: 1 2\n").is_empty());
+        assert!(filesystems("\\\n/dev/sda\n/dev/sda /x\\04 ext4 rw\n").len() == 1);
+        assert!(load("1 2").is_empty() && load("nan inf -1").len() == 3);
     }
 
     #[test]

@@ -17,8 +17,11 @@ use super::{client::Client, Target};
 /// CPU utilization needs two readings: the first collection comes this long
 /// after the start.
 const FIRST_SAMPLE: Duration = Duration::from_millis(250);
-/// What is buffered is sent within this on SIGTERM, else dropped.
+/// What is buffered (or being sent) is sent within this on SIGTERM/SIGINT,
+/// else dropped: host metrics are cheap to lose, a stuck shutdown is not.
 const SIGNAL_GIVE_UP: Duration = Duration::from_secs(10);
+/// The shortest `--interval`: /proc is read on every collection.
+const MIN_INTERVAL: f64 = 0.1;
 
 #[derive(Debug, Clone, Args)]
 pub struct MetricsArgs {
@@ -26,7 +29,7 @@ pub struct MetricsArgs {
     #[arg(long)]
     pub service: String,
     /// Seconds between collections.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     pub interval: f64,
     /// Send once at least this many metrics are buffered (a collection is
     /// never split), else at the next interval.
@@ -44,28 +47,22 @@ pub async fn run(args: MetricsArgs, mut shutdown: watch::Receiver<bool>) -> Resu
         "Metrics agent starting"
     );
     let client = Client::new(&args.target);
-    let interval = Duration::from_secs_f64(args.interval.max(0.1));
+    let interval = Duration::from_secs_f64(args.interval);
     let mut collector = Host::new();
     let mut buffer: Vec<Item> = Vec::new();
     let mut next = Instant::now() + FIRST_SAMPLE;
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
-            _ = shutdown.changed() => {
-                if !buffer.is_empty() {
-                    match tokio::time::timeout(SIGNAL_GIVE_UP, send(&client, &buffer)).await {
-                        Ok(r) => r?,
-                        Err(_) => tracing::warn!(metrics = buffer.len(), "stopping with metrics unsent"),
-                    }
-                }
-                return Ok(());
-            }
+            _ = stopped(&mut shutdown) => return deliver_before_exit(&client, &buffer).await,
         }
         next += interval;
         // What the last collection left below --batch-size goes now, at the
         // next interval.
         if !buffer.is_empty() {
-            send(&client, &buffer).await?;
+            if let Flow::Stop = deliver(&client, &buffer, &mut shutdown).await? {
+                return Ok(());
+            }
             buffer.clear();
         }
         let at = crate::model::now_rfc3339();
@@ -77,13 +74,84 @@ pub async fn run(args: MetricsArgs, mut shutdown: watch::Receiver<bool>) -> Resu
         }));
         tracing::info!(buffer_size = buffer.len(), "Metrics collected");
         if buffer.len() >= args.batch_size {
-            send(&client, &buffer).await?;
+            if let Flow::Stop = deliver(&client, &buffer, &mut shutdown).await? {
+                return Ok(());
+            }
             buffer.clear();
         }
         // Behind (a long outage): collect again one interval from now.
         let now = Instant::now();
         if next < now {
             next = now + interval;
+        }
+    }
+}
+
+/// `--interval`: seconds, positive and finite (a zero or infinite interval
+/// is a usage error, exit 2, rather than a busy loop or a panic).
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= MIN_INTERVAL => Ok(v),
+        Ok(_) => Err(format!(
+            "must be a number of seconds, at least {MIN_INTERVAL}"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Whether the agent goes on after a send.
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Resolves once SIGTERM/SIGINT was received; never if the signal handler
+/// could not be installed (its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|&stop| stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sends `items`, however long an outage lasts, unless a signal comes
+/// meanwhile: then the send gets [`SIGNAL_GIVE_UP`] more and the agent stops.
+async fn deliver(
+    client: &Client,
+    items: &[Item],
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Flow, Fatal> {
+    let sending = send(client, items);
+    tokio::pin!(sending);
+    tokio::select! {
+        sent = &mut sending => return sent.map(|()| Flow::Continue),
+        _ = stopped(shutdown) => {}
+    }
+    give_up_after(sending, items.len()).await?;
+    Ok(Flow::Stop)
+}
+
+/// On a signal between collections: what is buffered goes, within
+/// [`SIGNAL_GIVE_UP`].
+async fn deliver_before_exit(client: &Client, items: &[Item]) -> Result<(), Fatal> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    give_up_after(send(client, items), items.len()).await
+}
+
+async fn give_up_after(
+    sending: impl std::future::Future<Output = Result<(), Fatal>>,
+    metrics: usize,
+) -> Result<(), Fatal> {
+    match tokio::time::timeout(SIGNAL_GIVE_UP, sending).await {
+        Ok(sent) => sent,
+        Err(_) => {
+            tracing::warn!(
+                metrics,
+                give_up_s = SIGNAL_GIVE_UP.as_secs(),
+                "stopping with metrics unsent"
+            );
+            Ok(())
         }
     }
 }
