@@ -5,11 +5,13 @@
 //! |-------------------------------|--------------------------------------------|
 //! | 2xx                           | accepted                                   |
 //! | 429, 503                      | waits `Retry-After` (1 s if absent), again |
-//! | no connection, timeout, 5xx   | backoff 100 ms doubling to 30 s, jittered  |
+//! | no connection, timeout, 5xx,  | backoff 100 ms doubling to 30 s, jittered  |
+//! | 408 (body too slow), 409      |                                            |
 //! | 413                           | `TooLarge`: the caller splits the batch    |
 //! | 422 naming `Idempotency-Key`  | accepted before (the same byte range)      |
 //! | 400, 422, other 4xx           | dropped, counted, the server's detail kept |
 //! | 401                           | fatal: the key is wrong (exit 1)           |
+//! | 404, 405, a redirect          | fatal: --url is not an ingester (exit 1)   |
 //!
 //! The same body and `Idempotency-Key` are sent on every retry, so a batch
 //! whose 202 was lost is recognised by the server instead of stored twice.
@@ -62,6 +64,11 @@ pub enum Fatal {
          to a key the server accepts"
     )]
     Unauthorized(String),
+    #[error(
+        "{0} answered {1} to a POST: set INGESTION_API_URL (or --url) to the ingester's base URL, \
+         e.g. http://localhost:8000"
+    )]
+    NotAnIngester(String, u16),
     /// The followed file or the state directory cannot be used.
     #[error("{0}")]
     State(String),
@@ -75,8 +82,12 @@ pub struct Client {
 
 impl Client {
     pub fn new(target: &Target) -> Client {
+        // NOTE: no redirects: reqwest would turn the POST into a GET (the
+        // batch then refused as 405 and dropped) and carry the API key to
+        // whatever host it was sent to.
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("an HTTP client without TLS always builds");
         Client {
@@ -139,7 +150,10 @@ impl Client {
                         }
                         401 => return Err(Fatal::Unauthorized(self.base.clone())),
                         413 => return Ok(Answer::TooLarge),
-                        500..=599 => {
+                        300..=399 | 404 | 405 => {
+                            return Err(Fatal::NotAnIngester(url.clone(), status))
+                        }
+                        408 | 409 | 500..=599 => {
                             let detail = detail(resp).await;
                             if !failing {
                                 tracing::warn!(

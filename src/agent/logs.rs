@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use super::client::{Client, Endpoint, Fatal};
 use super::follow::{Line, LineReader};
 use super::line::{self, Source};
-use super::ship::{self, Item, Shipped};
+use super::ship::{self, Item};
 use super::state::{batch_key, FileId, Pending, Position, StateFile};
 use super::Target;
 
@@ -44,7 +44,7 @@ pub struct LogsArgs {
     #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
     /// Or this many seconds after its first line.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = seconds)]
     pub flush_interval: f64,
     /// Follow this file like `tail -F` (repeatable); without it, stdin.
     #[arg(long = "file")]
@@ -62,8 +62,17 @@ pub struct LogsArgs {
     pub max_buffer: usize,
     /// Give up on unacknowledged lines after this many seconds (at EOF of
     /// stdin: no limit by default; on SIGTERM: 10 s by default).
-    #[arg(long)]
+    #[arg(long, value_parser = seconds)]
     pub give_up_after: Option<f64>,
+}
+
+/// A duration flag: seconds, finite and ≥ 0 (else a usage error, exit 2).
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(_) => Err("must be a finite number of seconds, 0 or more".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Runs the agent; returns the number of lines given up.
@@ -83,8 +92,15 @@ pub async fn run(args: LogsArgs, shutdown: watch::Receiver<bool>) -> Result<u64,
         return stdin(&ctx, shutdown).await;
     }
     let ctx = std::sync::Arc::new(ctx);
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut seen = std::collections::HashSet::new();
     for path in &args.files {
+        // The same file twice would be shipped twice, under two states.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+        if !seen.insert(absolute) {
+            tracing::warn!(path = %path.display(), "--file given twice; following it once");
+            continue;
+        }
         let state = match StateFile::new(&args.state_dir, &args.service, path) {
             Ok(s) => s,
             Err(e) => {
@@ -100,13 +116,16 @@ pub async fn run(args: LogsArgs, shutdown: watch::Receiver<bool>) -> Result<u64,
             state,
             from_beginning: args.from_beginning,
         };
-        tasks.push(tokio::spawn(f.run(shutdown.clone())));
+        tasks.spawn(f.run(shutdown.clone()));
     }
+    // The first follower that fails stops the agent (a 401 is for all).
     let mut given_up = 0;
-    for t in tasks {
-        given_up += t
-            .await
-            .map_err(|e| Fatal::State(format!("a file follower failed: {e}")))??;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(n)) => given_up += n,
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(Fatal::State(format!("a file follower failed: {e}"))),
+        }
     }
     Ok(given_up)
 }
@@ -135,7 +154,6 @@ fn now_rfc3339() -> String {
 
 /// stdin: one entry per line; at EOF send what is held and exit.
 async fn stdin(ctx: &Context, mut shutdown: watch::Receiver<bool>) -> Result<u64, Fatal> {
-    use tokio::io::AsyncBufReadExt;
     let mut input = tokio::io::BufReader::with_capacity(256 * 1024, tokio::io::stdin());
     let mut batch: Vec<Item> = Vec::new();
     let mut first_at: Option<Instant> = None;
@@ -145,7 +163,7 @@ async fn stdin(ctx: &Context, mut shutdown: watch::Receiver<bool>) -> Result<u64
     loop {
         let deadline = first_at.map(|t| t + ctx.flush);
         let eof = tokio::select! {
-            r = input.read_until(b'\n', &mut buf) => match r {
+            r = read_line_bounded(&mut input, &mut buf) => match r {
                 Ok(0) => true,
                 Ok(_) => {
                     if let Some(json) = line::entry(&buf, &ctx.source(), &now_rfc3339()) {
@@ -165,27 +183,39 @@ async fn stdin(ctx: &Context, mut shutdown: watch::Receiver<bool>) -> Result<u64
                 }
             },
             _ = sleep_until(deadline) => false,
-            _ = shutdown.changed() => { signalled = true; true }
+            _ = stopped(&mut shutdown) => { signalled = true; true }
         };
         let due = first_at.is_some_and(|t| t.elapsed() >= ctx.flush);
         if !batch.is_empty() && (eof || due || batch.len() >= ctx.batch_size) {
-            let limit = if signalled {
-                Some(ctx.give_up.unwrap_or(SIGNAL_GIVE_UP))
-            } else if eof {
-                ctx.give_up
-            } else {
-                None
-            };
             let key = uuid::Uuid::new_v4().to_string();
-            let sent = ship_within(
-                ctx,
-                &batch,
-                &|part: &[Item]| format!("{key}-{}-{}", part[0].start, part[part.len() - 1].end),
-                limit,
-            )
-            .await?;
+            let key =
+                |part: &[Item]| format!("{key}-{}-{}", part[0].start, part[part.len() - 1].end);
+            let sent = {
+                let send = ship::ship(&ctx.client, Endpoint::Logs, &batch, &key);
+                tokio::pin!(send);
+                // Retried as long as it takes — until EOF (then --give-up-after,
+                // if given) or a signal (then --give-up-after, default 10 s).
+                let limit = if signalled {
+                    Some(ctx.give_up.unwrap_or(SIGNAL_GIVE_UP))
+                } else if eof {
+                    ctx.give_up
+                } else {
+                    None
+                };
+                match limit {
+                    Some(d) => tokio::time::timeout(d, &mut send).await.ok(),
+                    None => tokio::select! {
+                        r = &mut send => Some(r),
+                        _ = stopped(&mut shutdown) => {
+                            signalled = true;
+                            let d = ctx.give_up.unwrap_or(SIGNAL_GIVE_UP);
+                            tokio::time::timeout(d, &mut send).await.ok()
+                        }
+                    },
+                }
+            };
             match sent {
-                Some(s) => dropped += s.dropped,
+                Some(r) => dropped += r?.dropped,
                 None => {
                     let n = batch.len() as u64;
                     tracing::error!(
@@ -197,6 +227,9 @@ async fn stdin(ctx: &Context, mut shutdown: watch::Receiver<bool>) -> Result<u64
             }
             batch.clear();
             first_at = None;
+            if signalled {
+                return Ok(0);
+            }
         }
         if eof {
             if dropped > 0 {
@@ -207,20 +240,39 @@ async fn stdin(ctx: &Context, mut shutdown: watch::Receiver<bool>) -> Result<u64
     }
 }
 
-/// `ship::ship`, given up after `limit` (if any): `None` when given up.
-async fn ship_within(
-    ctx: &Context,
-    items: &[Item],
-    key: &(dyn Fn(&[Item]) -> String + Sync),
-    limit: Option<Duration>,
-) -> Result<Option<Shipped>, Fatal> {
-    let send = ship::ship(&ctx.client, Endpoint::Logs, items, key);
-    match limit {
-        None => send.await.map(Some),
-        Some(d) => match tokio::time::timeout(d, send).await {
-            Ok(r) => r.map(Some),
-            Err(_) => Ok(None),
-        },
+/// Reads one line into `buf` (newline included), keeping at most the
+/// message limit (+ a few bytes, so the entry knows it was cut) however long
+/// the line is; returns the bytes consumed (0 at EOF). Cancel-safe: what was
+/// read stays in `buf`, and a line being skipped is known by `buf`'s length.
+async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<usize> {
+    use tokio::io::AsyncBufReadExt;
+    let mut consumed = 0;
+    loop {
+        let chunk = input.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(consumed + buf.len().min(1)); // EOF: a last line without newline
+        }
+        let (take, done) = match memchr::memchr(b'\n', chunk) {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = (line::MAX_MESSAGE_BYTES + 8).saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..take.min(room)]);
+        input.consume(take);
+        consumed += take;
+        if done {
+            return Ok(consumed);
+        }
+    }
+}
+
+/// Resolves once SIGTERM/SIGINT was received.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|&stop| stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -373,7 +425,7 @@ impl Follower {
             end,
             read_at: read_at.clone(),
         });
-        self.save(&cur.position, false)?;
+        self.save(&cur.position, true)?;
         let source = self.ctx.source();
         let items: Vec<Item> = lines
             .iter()
@@ -385,11 +437,11 @@ impl Follower {
                 })
             })
             .collect();
-        let (file, generation) = (cur.position.file, cur.position.generation);
+        let at = cur.position.clone();
         let service = self.ctx.service.clone();
         let key = move |part: &[Item]| {
             let (s, e) = (part[0].start, part[part.len() - 1].end);
-            batch_key(&service, file, generation, s, e)
+            batch_key(&service, &at, s, e)
         };
         if !items.is_empty() {
             let send = ship::ship(&self.ctx.client, Endpoint::Logs, &items, &key);
@@ -437,7 +489,7 @@ impl Follower {
         &self,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Option<Current>, Fatal> {
-        if let Some(pos) = self.state.load() {
+        if let Some(pos) = self.state.load().map_err(Fatal::State)? {
             let found = match identity(&self.path) {
                 Some(id) if id == pos.file => Some(self.path.clone()),
                 _ => find_by_identity(&self.path, pos.file),
@@ -485,20 +537,8 @@ impl Follower {
     ) -> Result<Option<Current>, Fatal> {
         let mut said = false;
         loop {
-            match open(&self.path) {
-                Ok((file, len)) => {
-                    let id = FileId::of(&file.metadata().map_err(|e| self.io(e))?);
-                    let acked = at.min(len);
-                    let position = Position {
-                        file: id,
-                        generation: 0,
-                        acked,
-                        pending: None,
-                    };
-                    self.save(&position, true)?;
-                    let reader = LineReader::new(file, acked).map_err(|e| self.io(e))?;
-                    return Ok(Some(Current { reader, position }));
-                }
+            match self.start_file(&self.path, at) {
+                Ok(cur) => return Ok(Some(cur)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     if !said {
                         tracing::info!(path = %self.path.display(), "waiting for the file to appear");
@@ -512,6 +552,62 @@ impl Follower {
                 _ = shutdown.changed() => return Ok(None),
             }
         }
+    }
+
+    /// Starts reading a file the agent has not read before, at `at`
+    /// (u64::MAX: its end), with a fresh key nonce; the position is stored.
+    fn start_file(&self, path: &Path, at: u64) -> std::io::Result<Current> {
+        let (file, len) = open(path)?;
+        let id = FileId::of(&file.metadata()?);
+        let acked = at.min(len);
+        let position = Position {
+            file: id,
+            nonce: random_nonce(),
+            generation: 0,
+            acked,
+            pending: None,
+        };
+        self.state.save(&position, true)?;
+        let reader = LineReader::new(file, acked)?;
+        Ok(Current { reader, position })
+    }
+
+    /// A file rotated away after `finished` and before the one now at the
+    /// path (two rotations while the agent was behind or stopped): the
+    /// oldest such sibling named after the followed file, by birth time.
+    fn rotated_after(&self, finished: FileId, now_at_path: Option<FileId>) -> Option<PathBuf> {
+        if finished.born_ns == 0 {
+            return None; // no birth times here: cannot order them
+        }
+        let name = self.path.file_name()?.to_str()?.to_string();
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_str()?.to_string();
+                let compressed = [".gz", ".zst", ".xz", ".bz2", ".lz4"]
+                    .iter()
+                    .any(|x| n.ends_with(x));
+                if !n.starts_with(&name) || n == name || compressed {
+                    return None;
+                }
+                let meta = e.metadata().ok().filter(|m| m.is_file())?;
+                let id = FileId::of(&meta);
+                let before_current =
+                    now_at_path.is_none_or(|c| c.born_ns == 0 || id.born_ns < c.born_ns);
+                (id != finished
+                    && Some(id) != now_at_path
+                    && id.born_ns > finished.born_ns
+                    && before_current)
+                    .then(|| (id.born_ns, e.path()))
+            })
+            .min()
+            .map(|(_, p)| p)
     }
 
     /// At the end of what is written: another file at the path (rotation
@@ -559,6 +655,14 @@ impl Follower {
                     self.send(cur, lines, now_rfc3339(), end, shutdown).await?;
                     return Ok(None);
                 }
+                let at_path = std::fs::metadata(&self.path).ok().map(|m| FileId::of(&m));
+                if let Some(between) = self.rotated_after(cur.position.file, at_path) {
+                    tracing::info!(path = %between.display(), "reading a file rotated away before the agent reached it");
+                    return self
+                        .start_file(&between, 0)
+                        .map(Some)
+                        .map_err(|e| self.io(e));
+                }
                 tracing::info!(path = %self.path.display(), "file rotated; following the new one");
                 return self.wait_and_open(0, shutdown).await;
             }
@@ -574,6 +678,10 @@ impl Follower {
     fn io(&self, e: std::io::Error) -> Fatal {
         Fatal::State(format!("{}: {e}", self.path.display()))
     }
+}
+
+fn random_nonce() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
 }
 
 fn identity(path: &Path) -> Option<FileId> {

@@ -84,6 +84,9 @@ pub fn main(command: crate::cli::AgentCommand) -> u8 {
                 signal(SignalKind::terminate()),
                 signal(SignalKind::interrupt()),
             ) else {
+                // Keep the sender: a dropped one would read as a signal.
+                tracing::warn!("cannot install signal handlers; stop the agent with SIGKILL");
+                std::future::pending::<()>().await;
                 return;
             };
             tokio::select! {

@@ -4,8 +4,9 @@
 //! atomically (write a temporary file, rename it over). After a 202 the new
 //! position is fsynced, and so is the directory, before the agent reads on
 //! (SPEC §7); the record of a batch about to be sent (`pending`) is written
-//! the same way without the syncs — a kill -9 keeps it, and after a power
-//! cut the older, synced position is re-sent under its own key.
+//! and synced the same way, so whatever survives (a kill -9, a power cut) a
+//! batch is re-sent with the range, read time and key it was first sent
+//! with.
 
 use std::fs::Metadata;
 use std::io::Write;
@@ -53,6 +54,11 @@ pub struct Pending {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     pub file: FileId,
+    /// Random, drawn when the agent first opens this file: a file that
+    /// reuses an inode (or a filesystem without birth times) never gets
+    /// the keys of an earlier one.
+    #[serde(default)]
+    pub nonce: u64,
     /// Truncations seen (copytruncate): byte ranges repeat, keys must not.
     pub generation: u32,
     /// Every byte before this one was acknowledged.
@@ -82,24 +88,26 @@ impl StateFile {
         })
     }
 
-    /// The stored position; `None` if there is none or it is unreadable
-    /// (then said loudly: the file is read as on a first start).
-    pub fn load(&self) -> Option<Position> {
+    /// The stored position; `Ok(None)` if there is none. NOTE: an
+    /// unreadable one is an error, not a first start: starting over would
+    /// send the file again (or skip its unsent tail) without a word.
+    pub fn load(&self) -> Result<Option<Position>, String> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot read the agent's position");
-                return None;
+                return Err(format!(
+                    "cannot read the agent's position {}: {e}",
+                    self.path.display()
+                ))
             }
         };
-        match serde_json::from_slice(&bytes) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "the agent's position is unreadable; starting as on a first run");
-                None
-            }
-        }
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            format!(
+                "the agent's position {} is unreadable ({e}); remove it to start this file over",
+                self.path.display()
+            )
+        })
     }
 
     /// Replaces the stored position; `durable` fsyncs it and the directory.
@@ -122,11 +130,18 @@ impl StateFile {
 /// The `Idempotency-Key` of the bytes `start..end` of a file: the same for
 /// the same range of the same file (and truncation generation), whoever
 /// sends it and however often.
-pub fn batch_key(service: &str, file: FileId, generation: u32, start: u64, end: u64) -> String {
+pub fn batch_key(service: &str, at: &Position, start: u64, end: u64) -> String {
     let mut h = Sha256::new();
     h.update(service.as_bytes());
     h.update([0]);
-    for n in [file.dev, file.ino, file.born_ns, u64::from(generation)] {
+    let file = at.file;
+    for n in [
+        file.dev,
+        file.ino,
+        file.born_ns,
+        at.nonce,
+        u64::from(at.generation),
+    ] {
         h.update(n.to_le_bytes());
     }
     format!("f-{}-{start}-{end}", hex::encode(&h.finalize()[..10]))
@@ -141,13 +156,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state =
             StateFile::new(&dir.path().join("a/b"), "svc", Path::new("/var/log/x")).unwrap();
-        assert_eq!(state.load(), None);
+        assert_eq!(state.load(), Ok(None));
         let p = Position {
             file: FileId {
                 dev: 1,
                 ino: 2,
                 born_ns: 3,
             },
+            nonce: 7,
             generation: 0,
             acked: 10,
             pending: Some(Pending {
@@ -156,12 +172,34 @@ mod tests {
             }),
         };
         state.save(&p, true).unwrap();
-        assert_eq!(state.load(), Some(p.clone()));
-        let k = batch_key("svc", p.file, 0, 10, 20);
-        assert_eq!(k, batch_key("svc", p.file, 0, 10, 20));
+        assert_eq!(state.load(), Ok(Some(p.clone())));
+        let k = batch_key("svc", &p, 10, 20);
+        assert_eq!(k, batch_key("svc", &p, 10, 20));
         assert!(k.len() <= 128);
-        assert_ne!(k, batch_key("svc", p.file, 1, 10, 20));
-        assert_ne!(k, batch_key("other", p.file, 0, 10, 20));
-        assert_ne!(k, batch_key("svc", p.file, 0, 10, 21));
+        let truncated = Position {
+            generation: 1,
+            ..p.clone()
+        };
+        assert_ne!(k, batch_key("svc", &truncated, 10, 20));
+        let reused_inode = Position {
+            nonce: 8,
+            ..p.clone()
+        };
+        assert_ne!(k, batch_key("svc", &reused_inode, 10, 20));
+        assert_ne!(k, batch_key("other", &p, 10, 20));
+        assert_ne!(k, batch_key("svc", &p, 10, 21));
+        std::fs::write(
+            dir.path().join("a/b").join(
+                std::fs::read_dir(dir.path().join("a/b"))
+                    .unwrap()
+                    .next()
+                    .unwrap()
+                    .unwrap()
+                    .file_name(),
+            ),
+            b"",
+        )
+        .unwrap();
+        assert!(state.load().is_err(), "an unreadable position is an error");
     }
 }
