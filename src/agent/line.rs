@@ -121,12 +121,21 @@ fn canonical_level(name: &str) -> Option<&'static str> {
 /// The level a plain line announces in its first token, else INFO.
 fn level_of(text: &str) -> &'static str {
     let first = text.split_whitespace().next().unwrap_or("");
-    let token = first.trim_start_matches('[').trim_end_matches([']', ':']);
+    let token = first.trim_start_matches('[');
     let token = match token.split_once('=') {
         Some((k, v)) if k.eq_ignore_ascii_case("level") => v.trim_matches('"'),
         _ => token,
     };
-    canonical_level(token).unwrap_or("INFO")
+    // The leading word: `ERROR:`, `[WARN]` and `ERROR:Database` alike.
+    let word = token
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    let rest = &token[word.len()..];
+    if !(rest.is_empty() || rest.starts_with([':', ']', '"'])) {
+        return "INFO"; // e.g. `error-prone`
+    }
+    canonical_level(word).unwrap_or("INFO")
 }
 
 fn is_rfc3339(t: &str) -> bool {
@@ -155,6 +164,8 @@ mod tests {
             ("CRITICAL reactor breach", "CRITICAL"),
             ("fatal: giving up", "CRITICAL"),
             ("errors are fine", "INFO"),
+            ("ERROR:Database down", "ERROR"),
+            ("error-prone code", "INFO"),
             ("just text", "INFO"),
         ] {
             let v = parse(line.as_bytes());
