@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::agent::*;
@@ -408,7 +408,7 @@ fn agent_args(file: &Path, state: &Path, url: &str) -> Vec<String> {
     .to_vec()
 }
 
-fn start_agent(args: &[String], log: &Path) -> Child {
+fn start_agent(args: &[String], log: &Path) -> Reaped {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     spawn_agent(&a, log, Stdio::null())
 }

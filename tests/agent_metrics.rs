@@ -200,7 +200,7 @@ async fn until<T>(limit: Duration, what: &str, mut cond: impl FnMut() -> Option<
     }
 }
 
-fn metrics_against(url: &str, extra: &[&str], log: &std::path::Path) -> std::process::Child {
+fn metrics_against(url: &str, extra: &[&str], log: &std::path::Path) -> Reaped {
     let mut args = vec!["metrics", "--service", "web-server", "--url", url];
     args.extend_from_slice(&["--api-key", KEY]);
     args.extend_from_slice(extra);

@@ -9,9 +9,33 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A child process killed when the test ends, passing or not (a panicking
+/// test must not leave an agent running).
+pub struct Reaped(pub Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The agent binary with `args`, its stderr into `log` (read it with
 /// `std::fs::read_to_string`), no inherited INGESTION_* variables.
-pub fn spawn_agent(args: &[&str], log: &Path, stdin: Stdio) -> Child {
+pub fn spawn_agent(args: &[&str], log: &Path, stdin: Stdio) -> Reaped {
     let err = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -25,7 +49,7 @@ pub fn spawn_agent(args: &[&str], log: &Path, stdin: Stdio) -> Child {
         .stdin(stdin)
         .stdout(Stdio::null())
         .stderr(err);
-    cmd.spawn().expect("start the agent")
+    Reaped(cmd.spawn().expect("start the agent"))
 }
 
 /// Runs `agent logs` with `lines` on stdin to its end; (exit code, stderr).
