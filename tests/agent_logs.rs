@@ -602,34 +602,8 @@ async fn a_file_rotated_away_while_the_agent_was_stopped_is_finished_first() {
     let log = dir.path().join("agent.log");
     append(&file, "old-1\nold-2\nold-3\n");
     // First run: nobody listens, so nothing is acknowledged.
-    let nobody = format!("http://127.0.0.1:{}", free_port());
-    let args = |url: &str| {
-        [
-            "logs",
-            "--service",
-            "s",
-            "--file",
-            &path_str(&file),
-            "--from-beginning",
-            "--state-dir",
-            &path_str(&state),
-            "--url",
-            url,
-            "--api-key",
-            KEY,
-            "--flush-interval",
-            "0.05",
-            "--give-up-after",
-            "0.5",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let first = args(&nobody);
-    let mut agent = start_agent(&first, &log);
-    wait_log(&log, "cannot reach the ingester");
-    sigterm(&agent);
-    assert_eq!(wait_exit(&mut agent, Duration::from_secs(20)), 0);
+    let args = |url: &str| follow_args(&file, &state, url);
+    read_while_nobody_listens(&args, &log);
     // Rotated while it was down: a last line, rename, a new file.
     append(&file, "old-4\n");
     std::fs::rename(&file, dir.path().join("app.log.1")).unwrap();
@@ -733,6 +707,40 @@ async fn a_refusing_server_makes_a_stdin_writer_block_not_the_agent_grow() {
     assert!(script.seen().iter().all(|s| s.entries <= 100));
 }
 
+/// Follows `file` from its start, giving up 0.5 s after a signal.
+fn follow_args(file: &Path, state: &Path, url: &str) -> Vec<String> {
+    [
+        "logs",
+        "--service",
+        "s",
+        "--file",
+        &path_str(file),
+        "--from-beginning",
+        "--state-dir",
+        &path_str(state),
+        "--url",
+        url,
+        "--api-key",
+        KEY,
+        "--flush-interval",
+        "0.05",
+        "--give-up-after",
+        "0.5",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// One run of the agent while nothing listens: it reads the file, nothing
+/// is acknowledged, and it stops on SIGTERM (exit 0).
+fn read_while_nobody_listens(args: &dyn Fn(&str) -> Vec<String>, log: &Path) {
+    let nobody = format!("http://127.0.0.1:{}", free_port());
+    let mut agent = start_agent(&args(&nobody), log);
+    wait_log(log, "cannot reach the ingester");
+    sigterm(&agent);
+    assert_eq!(wait_exit(&mut agent, Duration::from_secs(20)), 0);
+}
+
 /// Waits until the agent's log holds `text` (the agent got that far).
 fn wait_log(log: &Path, text: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -754,33 +762,8 @@ async fn two_rotations_while_the_agent_was_down_skip_no_file() {
     let state = dir.path().join("state");
     let log = dir.path().join("agent.log");
     append(&file, "x-1\nx-2\n");
-    let nobody = format!("http://127.0.0.1:{}", free_port());
-    let args = |url: &str| {
-        [
-            "logs",
-            "--service",
-            "s",
-            "--file",
-            &path_str(&file),
-            "--from-beginning",
-            "--state-dir",
-            &path_str(&state),
-            "--url",
-            url,
-            "--api-key",
-            KEY,
-            "--flush-interval",
-            "0.05",
-            "--give-up-after",
-            "0.5",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let mut agent = start_agent(&args(&nobody), &log);
-    wait_log(&log, "cannot reach the ingester");
-    sigterm(&agent);
-    assert_eq!(wait_exit(&mut agent, Duration::from_secs(20)), 0);
+    let args = |url: &str| follow_args(&file, &state, url);
+    read_while_nobody_listens(&args, &log);
     // logrotate twice (with a rest between: birth times order the files).
     std::fs::rename(&file, dir.path().join("app.log.2")).unwrap();
     append(&file, "y-1\ny-2\n");

@@ -270,12 +270,7 @@ async fn permanently_rejected_batch_goes_to_dead_letters_and_replay_puts_it_back
     let listed = edge_ingester::cli::dead_letter_list(&cfg.queue.path).unwrap();
     assert!(listed.starts_with("1 dead letters"), "{listed}");
     assert!(listed.to_lowercase().contains("too large"), "{listed}");
-    let path = cfg.queue.path.clone();
-    let replayed =
-        tokio::task::spawn_blocking(move || edge_ingester::cli::dead_letter_replay(&path, None))
-            .await
-            .unwrap()
-            .unwrap();
+    let replayed = replay(&cfg.queue.path).await;
     assert!(replayed.contains("replayed 1"), "{replayed}");
 
     let srv = InProcess::start(cfg).await;
@@ -285,17 +280,7 @@ async fn permanently_rejected_batch_goes_to_dead_letters_and_replay_puts_it_back
     .await;
     assert_eq!(s["queue"]["dead_letter_batches"], 0);
     srv.stop().await;
-    let consumed = tokio::task::spawn_blocking(move || {
-        consume(
-            &bootstrap,
-            &["logs.raw"],
-            PARTITIONS,
-            3,
-            Duration::from_secs(30),
-        )
-    })
-    .await
-    .unwrap();
+    let consumed = consume_logs(&bootstrap, 3).await;
     // The replayed entry keeps the ingest-id it was first sent with (so it
     // comes after "after" in its partition: a replay is not in order).
     let id_of = |m: &str| {
@@ -319,6 +304,31 @@ async fn permanently_rejected_batch_goes_to_dead_letters_and_replay_puts_it_back
         .cloned()
         .collect();
     check_delivery(&in_order, &["before", "after"].map(String::from));
+}
+
+/// `queue dead-letter replay` on a stopped server's queue; its report.
+async fn replay(queue: &std::path::Path) -> String {
+    let path = queue.to_path_buf();
+    tokio::task::spawn_blocking(move || edge_ingester::cli::dead_letter_replay(&path, None))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Every message on `logs.raw` from the start (waits for at least `expect`).
+async fn consume_logs(bootstrap: &str, expect: usize) -> Vec<common::kafka::Consumed> {
+    let bootstrap = bootstrap.to_string();
+    tokio::task::spawn_blocking(move || {
+        consume(
+            &bootstrap,
+            &["logs.raw"],
+            PARTITIONS,
+            expect,
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap()
 }
 
 /// Entries `e0..e<n>` of one batch, entry `big` carrying a message of
@@ -397,12 +407,7 @@ async fn only_the_entry_kafka_refuses_goes_to_dead_letters_and_keeps_its_id_on_r
         "names the refused ingest-id: {listed}"
     );
 
-    let path = roomy.queue.path.clone();
-    let replayed =
-        tokio::task::spawn_blocking(move || edge_ingester::cli::dead_letter_replay(&path, None))
-            .await
-            .unwrap()
-            .unwrap();
+    let replayed = replay(&roomy.queue.path).await;
     assert!(replayed.contains("replayed 1"), "{replayed}");
     let srv = InProcess::start(roomy).await;
     wait_for_stats(&c, &srv.base, Duration::from_secs(20), |s| {
@@ -411,17 +416,7 @@ async fn only_the_entry_kafka_refuses_goes_to_dead_letters_and_keeps_its_id_on_r
     .await;
     srv.stop().await;
 
-    let consumed = tokio::task::spawn_blocking(move || {
-        consume(
-            &bootstrap,
-            &["logs.raw"],
-            PARTITIONS,
-            5,
-            Duration::from_secs(30),
-        )
-    })
-    .await
-    .unwrap();
+    let consumed = consume_logs(&bootstrap, 5).await;
     assert_eq!(consumed.len(), 5, "each entry once: {consumed:?}");
     assert_eq!(assert_original_ids(&consumed, "one"), 5);
 }
@@ -473,48 +468,21 @@ async fn a_refused_produce_request_dead_letters_only_its_entries() {
         "{listed}"
     );
 
-    let before = {
-        let b = bootstrap.clone();
-        tokio::task::spawn_blocking(move || {
-            consume(
-                &b,
-                &["logs.raw"],
-                PARTITIONS,
-                6 + sent as usize,
-                Duration::from_secs(30),
-            )
-        })
-        .await
-        .unwrap()
-    };
+    let before = consume_logs(&bootstrap, 6 + sent as usize).await;
     assert_eq!(
         assert_original_ids(&before, "split"),
         sent as usize,
         "{before:?}"
     );
 
-    let path = cfg.queue.path.clone();
-    tokio::task::spawn_blocking(move || edge_ingester::cli::dead_letter_replay(&path, None))
-        .await
-        .unwrap()
-        .unwrap();
+    replay(&cfg.queue.path).await;
     let srv = InProcess::start(cfg).await;
     wait_for_stats(&c, &srv.base, Duration::from_secs(20), |s| {
         s["logs_sent"] == refused
     })
     .await;
     srv.stop().await;
-    let after = tokio::task::spawn_blocking(move || {
-        consume(
-            &bootstrap,
-            &["logs.raw"],
-            PARTITIONS,
-            6 + n,
-            Duration::from_secs(30),
-        )
-    })
-    .await
-    .unwrap();
+    let after = consume_logs(&bootstrap, 6 + n).await;
     assert_eq!(after.len(), 6 + n, "nothing sent twice: {after:?}");
     assert_eq!(assert_original_ids(&after, "split"), n);
 }

@@ -42,6 +42,22 @@ fn gauge(name: &'static str, value: f64, unit: &'static str) -> Sample {
     }
 }
 
+/// A cumulative byte count of one `direction`, keyed by `key` = `id`.
+fn bytes_counter(
+    name: &'static str,
+    value: f64,
+    key: &'static str,
+    id: &str,
+    direction: &str,
+) -> Sample {
+    Sample {
+        kind: Kind::Counter,
+        ..gauge(name, value, "By")
+    }
+    .with(key, id)
+    .with("direction", direction)
+}
+
 impl Sample {
     fn with(mut self, key: &'static str, value: impl Into<String>) -> Sample {
         self.attributes.push((key, value.into()));
@@ -328,16 +344,13 @@ fn disk_io(text: &str) -> Vec<Sample> {
             continue;
         };
         for (direction, sectors) in [("read", read), ("write", written)] {
-            out.push(Sample {
-                name: "system.disk.io",
-                value: sectors as f64 * 512.0,
-                kind: Kind::Counter,
-                unit: "By",
-                attributes: vec![
-                    ("device", device.to_string()),
-                    ("direction", direction.to_string()),
-                ],
-            });
+            out.push(bytes_counter(
+                "system.disk.io",
+                sectors as f64 * 512.0,
+                "device",
+                device,
+                direction,
+            ));
         }
     }
     out
@@ -362,16 +375,13 @@ fn network_io(text: &str) -> Vec<Sample> {
             continue;
         }
         for (direction, bytes) in [("receive", f[0]), ("transmit", f[8])] {
-            out.push(Sample {
-                name: "system.network.io",
-                value: bytes as f64,
-                kind: Kind::Counter,
-                unit: "By",
-                attributes: vec![
-                    ("interface", name.to_string()),
-                    ("direction", direction.to_string()),
-                ],
-            });
+            out.push(bytes_counter(
+                "system.network.io",
+                bytes as f64,
+                "interface",
+                name,
+                direction,
+            ));
         }
     }
     out

@@ -28,12 +28,10 @@ use super::follow::{Line, LineReader};
 use super::line::{self, Source};
 use super::ship::{self, Item};
 use super::state::{batch_key, FileId, Pending, Position, StateFile};
-use super::Target;
+use super::{stopped, Target, SIGNAL_GIVE_UP};
 
 /// How often the end of a followed file is looked at again.
 const POLL: Duration = Duration::from_millis(50);
-/// `--give-up-after` on SIGTERM when none is given (SPEC §7).
-const SIGNAL_GIVE_UP: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
@@ -66,13 +64,8 @@ pub struct LogsArgs {
     pub give_up_after: Option<f64>,
 }
 
-/// A duration flag: seconds, finite and ≥ 0 (else a usage error, exit 2).
 fn seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        Ok(_) => Err("must be a finite number of seconds, 0 or more".into()),
-        Err(e) => Err(e.to_string()),
-    }
+    super::seconds_at_least(s, 0.0)
 }
 
 /// Runs the agent; returns the number of lines given up.
@@ -187,9 +180,7 @@ async fn stdin(ctx: &Context, mut shutdown: watch::Receiver<bool>) -> Result<u64
         };
         let due = first_at.is_some_and(|t| t.elapsed() >= ctx.flush);
         if !batch.is_empty() && (eof || due || batch.len() >= ctx.batch_size) {
-            let key = uuid::Uuid::new_v4().to_string();
-            let key =
-                |part: &[Item]| format!("{key}-{}-{}", part[0].start, part[part.len() - 1].end);
+            let key = ship::random_key();
             let sent = {
                 let send = ship::ship(&ctx.client, Endpoint::Logs, &batch, &key);
                 tokio::pin!(send);
@@ -266,13 +257,6 @@ async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
         if done {
             return Ok(consumed);
         }
-    }
-}
-
-/// Resolves once SIGTERM/SIGINT was received.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    if shutdown.wait_for(|&stop| stop).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 
@@ -580,12 +564,7 @@ impl Follower {
             return None; // no birth times here: cannot order them
         }
         let name = self.path.file_name()?.to_str()?.to_string();
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::read_dir(dir)
+        std::fs::read_dir(dir_of(&self.path))
             .ok()?
             .flatten()
             .filter_map(|e| {
@@ -684,6 +663,13 @@ fn random_nonce() -> u64 {
     uuid::Uuid::new_v4().as_u64_pair().0
 }
 
+/// The directory a followed path is in (where logrotate renames it to).
+fn dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 fn identity(path: &Path) -> Option<FileId> {
     std::fs::metadata(path).ok().map(|m| FileId::of(&m))
 }
@@ -697,11 +683,7 @@ fn open(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
 /// A file with this identity in the directory of `path` (where logrotate
 /// renames it to).
 fn find_by_identity(path: &Path, id: FileId) -> Option<PathBuf> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::read_dir(dir)
+    std::fs::read_dir(dir_of(path))
         .ok()?
         .flatten()
         .map(|e| e.path())

@@ -12,14 +12,11 @@ use tokio::sync::watch;
 use super::client::{Endpoint, Fatal};
 use super::host::{Host, Sample};
 use super::ship::{self, Item};
-use super::{client::Client, Target};
+use super::{client::Client, stopped, Target, SIGNAL_GIVE_UP};
 
 /// CPU utilization needs two readings: the first collection comes this long
 /// after the start.
 const FIRST_SAMPLE: Duration = Duration::from_millis(250);
-/// What is buffered (or being sent) is sent within this on SIGTERM/SIGINT,
-/// else dropped: host metrics are cheap to lose, a stuck shutdown is not.
-const SIGNAL_GIVE_UP: Duration = Duration::from_secs(10);
 /// The shortest `--interval`: /proc is read on every collection.
 const MIN_INTERVAL: f64 = 0.1;
 
@@ -87,30 +84,14 @@ pub async fn run(args: MetricsArgs, mut shutdown: watch::Receiver<bool>) -> Resu
     }
 }
 
-/// `--interval`: seconds, positive and finite (a zero or infinite interval
-/// is a usage error, exit 2, rather than a busy loop or a panic).
 fn seconds(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= MIN_INTERVAL => Ok(v),
-        Ok(_) => Err(format!(
-            "must be a number of seconds, at least {MIN_INTERVAL}"
-        )),
-        Err(e) => Err(e.to_string()),
-    }
+    super::seconds_at_least(s, MIN_INTERVAL)
 }
 
 /// Whether the agent goes on after a send.
 enum Flow {
     Continue,
     Stop,
-}
-
-/// Resolves once SIGTERM/SIGINT was received; never if the signal handler
-/// could not be installed (its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    if shutdown.wait_for(|&stop| stop).await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 /// Sends `items`, however long an outage lasts, unless a signal comes
@@ -157,15 +138,11 @@ async fn give_up_after(
 }
 
 async fn send(client: &Client, items: &[Item]) -> Result<(), Fatal> {
-    let key = uuid::Uuid::new_v4().to_string();
     let mut items = items.to_vec();
     for (n, item) in items.iter_mut().enumerate() {
         (item.start, item.end) = (n as u64, n as u64 + 1);
     }
-    let sent = ship::ship(client, Endpoint::Metrics, &items, &|part: &[Item]| {
-        format!("{key}-{}-{}", part[0].start, part[part.len() - 1].end)
-    })
-    .await?;
+    let sent = ship::ship(client, Endpoint::Metrics, &items, &ship::random_key()).await?;
     if sent.dropped > 0 {
         tracing::warn!(
             dropped = sent.dropped,

@@ -54,6 +54,30 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// What is held is sent within this after SIGTERM/SIGINT unless
+/// `--give-up-after` says otherwise (SPEC §7).
+pub(crate) const SIGNAL_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Resolves once SIGTERM/SIGINT was received; never if the signal handler
+/// could not be installed.
+pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    if shutdown.wait_for(|&stop| stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A duration flag: finite seconds, at least `min` (else a usage error,
+/// exit 2, rather than a busy loop or a panic in `Duration`).
+pub(crate) fn seconds_at_least(s: &str, min: f64) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= min => Ok(v),
+        Ok(_) => Err(format!(
+            "must be a finite number of seconds, at least {min}"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The crate version: `agent_version` of every batch.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 

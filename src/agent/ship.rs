@@ -40,6 +40,14 @@ pub fn body(items: &[Item]) -> Bytes {
     Bytes::from(out)
 }
 
+/// Keys for a batch with no file behind it (stdin, metrics): random per
+/// batch, the same across its retries; a 413's halves are told apart by
+/// the places of their items (`start..end`).
+pub fn random_key() -> impl Fn(&[Item]) -> String + Sync {
+    let key = uuid::Uuid::new_v4().to_string();
+    move |part: &[Item]| format!("{key}-{}-{}", part[0].start, part[part.len() - 1].end)
+}
+
 /// Sends `items` until the server answered for each of them; a 413 splits
 /// the batch in halves, each with its own key (`key` of its items, so the
 /// same halves get the same keys when the batch is sent again after a
