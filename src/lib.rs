@@ -28,6 +28,7 @@ pub mod config;
 pub mod fd_limit;
 pub mod forward;
 pub mod model;
+pub mod otlp;
 pub mod queue;
 pub mod sink;
 pub mod stats;

@@ -1,4 +1,4 @@
-//! Reading a JSON request body under a size limit, on the wire and inflated.
+//! Reading a request body under a size limit, on the wire and inflated.
 //!
 //! NOTE: poem's `SizeLimit` only reads Content-Length and its `Compression`
 //! matches encodings case-sensitively and passes unknown ones through
@@ -27,13 +27,110 @@ enum Encoding {
 }
 
 /// The raw body and the headers that say how to read it, taken without
-/// reading, so auth and the rate limit run before any byte is parsed. `T`
-/// only names the schema shown in the OpenAPI document.
-pub struct JsonBody<T> {
+/// reading, so auth and the rate limit run before any byte is parsed.
+pub struct RawBody {
     body: Body,
     content_type: Option<String>,
     content_encoding: Option<String>,
     content_length: Option<u64>,
+    user_agent: Option<String>,
+}
+
+impl RawBody {
+    pub fn take(req: &Request, body: &mut RequestBody) -> RawBody {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        RawBody {
+            body: body.take().unwrap_or_else(|_| Body::empty()),
+            content_type: header("content-type"),
+            content_encoding: header("content-encoding"),
+            content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
+            user_agent: header("user-agent"),
+        }
+    }
+
+    /// The media type without parameters, lower-case.
+    pub fn media_type(&self) -> Option<String> {
+        self.content_type.as_deref().map(|ct| {
+            ct.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
+
+    /// Reads under the configured size limit, in-flight budget and request
+    /// timeout; the body comes with its share of the budget. `accept` lists
+    /// the media types the endpoint takes.
+    pub async fn read_with(
+        self,
+        state: &super::AppState,
+        accept: &[&str],
+    ) -> Result<(Vec<u8>, Held), Rejection> {
+        let timeout = std::time::Duration::from_millis(state.config.server.request_timeout_ms);
+        let mut held = Held::default();
+        let limit = state.config.server.max_body_bytes;
+        let read = self.read(accept, limit, &state.inflight, &mut held);
+        let bytes = tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or(Err(Rejection::Timeout))?;
+        Ok((bytes, held))
+    }
+
+    /// Checks the headers, then reads and inflates the body: at most `limit`
+    /// bytes on the wire and at most `limit` bytes after decompression, every
+    /// byte taken from `budget` into `held` as it arrives.
+    async fn read(
+        self,
+        accept: &[&str],
+        limit: u64,
+        budget: &Budget,
+        held: &mut Held,
+    ) -> Result<Vec<u8>, Rejection> {
+        check_content_type(self.content_type.as_deref(), accept)?;
+        let encoding = parse_encoding(self.content_encoding.as_deref())?;
+        let too_large = Rejection::TooLarge {
+            limit,
+            decompressed: false,
+        };
+        if self.content_length.is_some_and(|n| n > limit) {
+            return Err(too_large);
+        }
+        let mut wire = Vec::with_capacity(self.content_length.unwrap_or(0) as usize);
+        let mut chunks = self.body.into_bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk =
+                chunk.map_err(|e| Rejection::MalformedJson(format!("cannot read body: {e}")))?;
+            if (wire.len() + chunk.len()) as u64 > limit {
+                return Err(too_large);
+            }
+            budget.take(held, chunk.len())?;
+            wire.extend_from_slice(&chunk);
+        }
+        if encoding == Encoding::Identity {
+            return Ok(wire);
+        }
+        // NOTE: inflating runs on the request's worker thread without
+        // yielding, so at most one body per worker is inflated before its
+        // size is taken from the budget.
+        let inflated = inflate_body(&wire, encoding, limit)?;
+        budget.take(held, inflated.len())?;
+        Ok(inflated)
+    }
+}
+
+/// A JSON request body (`POST /logs`, `POST /metrics`). `T` only names the
+/// schema shown in the OpenAPI document.
+pub struct JsonBody<T> {
+    pub raw: RawBody,
     _schema: PhantomData<fn() -> T>,
 }
 
@@ -65,60 +162,10 @@ impl<'a, T: Type> ApiExtractor<'a> for JsonBody<T> {
         body: &mut RequestBody,
         _opts: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        let header = |name: &str| {
-            req.headers()
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        };
         Ok(JsonBody {
-            body: body.take().unwrap_or_else(|_| Body::empty()),
-            content_type: header("content-type"),
-            content_encoding: header("content-encoding"),
-            content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
+            raw: RawBody::take(req, body),
             _schema: PhantomData,
         })
-    }
-}
-
-impl<T> JsonBody<T> {
-    /// Checks the headers, then reads and inflates the body: at most `limit`
-    /// bytes on the wire and at most `limit` bytes after decompression, every
-    /// byte taken from `budget` into `held` as it arrives.
-    pub async fn read(
-        self,
-        limit: u64,
-        budget: &Budget,
-        held: &mut Held,
-    ) -> Result<Vec<u8>, Rejection> {
-        check_content_type(self.content_type.as_deref())?;
-        let encoding = parse_encoding(self.content_encoding.as_deref())?;
-        let too_large = Rejection::TooLarge {
-            limit,
-            decompressed: false,
-        };
-        if self.content_length.is_some_and(|n| n > limit) {
-            return Err(too_large);
-        }
-        let mut wire = Vec::with_capacity(self.content_length.unwrap_or(0) as usize);
-        let mut chunks = self.body.into_bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk =
-                chunk.map_err(|e| Rejection::MalformedJson(format!("cannot read body: {e}")))?;
-            if (wire.len() + chunk.len()) as u64 > limit {
-                return Err(too_large);
-            }
-            budget.take(held, chunk.len())?;
-            wire.extend_from_slice(&chunk);
-        }
-        if encoding == Encoding::Identity {
-            return Ok(wire);
-        }
-        // NOTE: inflating runs on the request's worker thread without
-        // yielding, so at most one body per worker is inflated before its
-        // size is taken from the budget.
-        let json = inflate_body(&wire, encoding, limit)?;
-        budget.take(held, json.len())?;
-        Ok(json)
     }
 }
 
@@ -151,18 +198,19 @@ fn inflate_body(wire: &[u8], encoding: Encoding, limit: u64) -> Result<Vec<u8>, 
     }
 }
 
-fn check_content_type(ct: Option<&str>) -> Result<(), Rejection> {
+fn check_content_type(ct: Option<&str>, accept: &[&str]) -> Result<(), Rejection> {
+    let send = accept.join(" or ");
     let Some(ct) = ct else {
-        return Err(Rejection::UnsupportedMediaType(
-            "Missing Content-Type: send application/json".into(),
-        ));
+        return Err(Rejection::UnsupportedMediaType(format!(
+            "Missing Content-Type: send {send}"
+        )));
     };
     let essence = ct.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/json") {
+    if accept.iter().any(|a| essence.eq_ignore_ascii_case(a)) {
         Ok(())
     } else {
         Err(Rejection::UnsupportedMediaType(format!(
-            "Unsupported Content-Type `{essence}`: send application/json"
+            "Unsupported Content-Type `{essence}`: send {send}"
         )))
     }
 }
@@ -217,9 +265,10 @@ mod tests {
 
     #[test]
     fn content_type_allows_parameters_and_case() {
-        assert!(check_content_type(Some("Application/JSON; charset=utf-8")).is_ok());
-        assert!(check_content_type(Some("text/plain")).is_err());
-        assert!(check_content_type(None).is_err());
+        let json = &["application/json"];
+        assert!(check_content_type(Some("Application/JSON; charset=utf-8"), json).is_ok());
+        assert!(check_content_type(Some("text/plain"), json).is_err());
+        assert!(check_content_type(None, json).is_err());
     }
 
     #[test]

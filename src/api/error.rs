@@ -45,6 +45,8 @@ impl ErrorBody {
 #[derive(Debug)]
 pub enum Rejection {
     MalformedJson(String),
+    /// A body that is not what the endpoint reads (OTLP); the text says why.
+    Undecodable(String),
     BadHeader(String),
     MissingKey,
     InvalidKey,
@@ -138,36 +140,34 @@ pub enum IngestResponse {
 }
 
 impl Rejection {
-    pub fn into_response(self, rate: Option<RateHeaders>) -> IngestResponse {
-        use IngestResponse as R;
-        let (l, r) = (rate.map(|h| h.limit), rate.map(|h| h.remaining));
+    /// The status, the message a person can act on, and `Retry-After`.
+    pub fn describe(&self) -> (u16, String, Option<u64>) {
         match self {
-            Rejection::MalformedJson(why) => {
-                R::BadRequest(ErrorBody::new(format!("Malformed JSON body: {why}")), l, r)
-            }
-            Rejection::BadHeader(why) => R::BadRequest(ErrorBody::new(why), l, r),
-            Rejection::MissingKey => R::Unauthorized(ErrorBody::new(
-                "Missing API key: send it as X-API-Key or Authorization: Bearer",
-            )),
-            Rejection::InvalidKey => R::Unauthorized(ErrorBody::new("Invalid API key")),
+            Rejection::MalformedJson(why) => (400, format!("Malformed JSON body: {why}"), None),
+            Rejection::Undecodable(why) => (400, why.clone(), None),
+            Rejection::BadHeader(why) => (400, why.clone(), None),
+            Rejection::MissingKey => (
+                401,
+                "Missing API key: send it as X-API-Key or Authorization: Bearer".into(),
+                None,
+            ),
+            Rejection::InvalidKey => (401, "Invalid API key".into(), None),
             Rejection::TooLarge {
                 limit,
                 decompressed,
-            } => R::PayloadTooLarge(
-                ErrorBody::new(format!(
+            } => (
+                413,
+                format!(
                     "Request body exceeds {limit} bytes{} (server.max_body_bytes)",
-                    if decompressed {
+                    if *decompressed {
                         " after decompression"
                     } else {
                         ""
                     }
-                )),
-                l,
-                r,
+                ),
+                None,
             ),
-            Rejection::UnsupportedMediaType(why) => {
-                R::UnsupportedMediaType(ErrorBody::new(why), l, r)
-            }
+            Rejection::UnsupportedMediaType(why) => (415, why.clone(), None),
             Rejection::Invalid(problems) => {
                 let detail = match problems.first() {
                     Some(p) if problems.len() == 1 => {
@@ -175,45 +175,29 @@ impl Rejection {
                     }
                     _ => format!("Validation failed for {} fields", problems.len()),
                 };
-                let errors = problems
-                    .into_iter()
-                    .map(|p| FieldProblem {
-                        field: p.field,
-                        problem: p.problem,
-                    })
-                    .collect();
-                R::UnprocessableEntity(
-                    Json(ErrorBody {
-                        detail,
-                        errors: Some(errors),
-                    }),
-                    l,
-                    r,
-                )
+                (422, detail, None)
             }
-            Rejection::Timeout => R::RequestTimeout(ErrorBody::new(
-                "Request body not received within server.request_timeout_ms",
-            )),
-            Rejection::RateLimited { retry_after_s } => R::TooManyRequests(
-                ErrorBody::new(format!(
-                    "Rate limit exceeded. Try again in {retry_after_s} seconds."
-                )),
-                retry_after_s,
-                l,
-                r,
+            Rejection::Timeout => (
+                408,
+                "Request body not received within server.request_timeout_ms".into(),
+                None,
             ),
-            Rejection::Busy { in_flight, budget } => R::ServiceUnavailable(
-                ErrorBody::new(format!(
+            Rejection::RateLimited { retry_after_s } => (
+                429,
+                format!("Rate limit exceeded. Try again in {retry_after_s} seconds."),
+                Some(*retry_after_s),
+            ),
+            Rejection::Busy { in_flight, budget } => (
+                503,
+                format!(
                     "Too many request bodies in progress ({in_flight} of {budget} bytes, \
                      server.max_inflight_bytes); batch not stored. Retry after \
                      {BUSY_RETRY_AFTER_S} s"
-                )),
-                BUSY_RETRY_AFTER_S,
-                l,
-                r,
+                ),
+                Some(BUSY_RETRY_AFTER_S),
             ),
             Rejection::Queue(err) => {
-                let (detail, retry) = match &err {
+                let (detail, retry) = match err {
                     QueueError::Full { .. } => (
                         format!("Queue is full; batch not stored. {err}"),
                         QUEUE_FULL_RETRY_AFTER_S,
@@ -224,8 +208,45 @@ impl Rejection {
                         DISK_RETRY_AFTER_S,
                     ),
                 };
-                R::ServiceUnavailable(ErrorBody::new(detail), retry, l, r)
+                (503, detail, Some(retry))
             }
+        }
+    }
+
+    pub fn into_response(self, rate: Option<RateHeaders>) -> IngestResponse {
+        use IngestResponse as R;
+        let (l, r) = (rate.map(|h| h.limit), rate.map(|h| h.remaining));
+        let (status, detail, retry) = self.describe();
+        let retry = retry.unwrap_or(1);
+        let body = ErrorBody::new(detail);
+        match status {
+            401 => R::Unauthorized(body),
+            408 => R::RequestTimeout(body),
+            413 => R::PayloadTooLarge(body, l, r),
+            415 => R::UnsupportedMediaType(body, l, r),
+            422 => {
+                let errors = match self {
+                    Rejection::Invalid(problems) => problems
+                        .into_iter()
+                        .map(|p| FieldProblem {
+                            field: p.field,
+                            problem: p.problem,
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                R::UnprocessableEntity(
+                    Json(ErrorBody {
+                        detail: body.0.detail,
+                        errors: Some(errors),
+                    }),
+                    l,
+                    r,
+                )
+            }
+            429 => R::TooManyRequests(body, retry, l, r),
+            503 => R::ServiceUnavailable(body, retry, l, r),
+            _ => R::BadRequest(body, l, r),
         }
     }
 }

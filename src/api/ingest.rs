@@ -5,7 +5,7 @@
 //! parsing, and nothing reaches the queue unless the whole batch validated.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use poem_openapi::param::Header;
 use poem_openapi::payload::Json;
@@ -64,7 +64,7 @@ impl IngestApi {
         idempotency_key: Header<Option<String>>,
         body: JsonBody<LogBatchSchema>,
     ) -> IngestResponse {
-        let read = body.read_with(&self.state);
+        let read = body.raw.read_with(&self.state, JSON);
         self.ingest(auth, Kind::Logs, idempotency_key.0, read).await
     }
 
@@ -80,25 +80,14 @@ impl IngestApi {
         idempotency_key: Header<Option<String>>,
         body: JsonBody<MetricBatchSchema>,
     ) -> IngestResponse {
-        let read = body.read_with(&self.state);
+        let read = body.raw.read_with(&self.state, JSON);
         self.ingest(auth, Kind::Metrics, idempotency_key.0, read)
             .await
     }
 }
 
-impl<T> JsonBody<T> {
-    /// Reads under the configured size limit, in-flight budget and request
-    /// timeout; the body comes with its share of the budget.
-    async fn read_with(self, state: &AppState) -> Result<(Vec<u8>, Held), Rejection> {
-        let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
-        let mut held = Held::default();
-        let limit = state.config.server.max_body_bytes;
-        let bytes = tokio::time::timeout(timeout, self.read(limit, &state.inflight, &mut held))
-            .await
-            .unwrap_or(Err(Rejection::Timeout))?;
-        Ok((bytes, held))
-    }
-}
+/// The media types `POST /logs` and `POST /metrics` read.
+const JSON: &[&str] = &["application/json"];
 
 impl IngestApi {
     async fn ingest(
@@ -109,27 +98,12 @@ impl IngestApi {
         body: impl std::future::Future<Output = Result<(Vec<u8>, Held), Rejection>>,
     ) -> IngestResponse {
         let state = &self.state;
-        let key = match auth.key() {
-            Ok(k) => k,
-            Err(r) => return r.into_response(None),
-        };
-        let limit = state.limiter.limit();
-        let rate = match state.limiter.check(key, Instant::now()) {
-            Decision::Allow { remaining } => RateHeaders { limit, remaining },
-            Decision::Deny { retry_after_s } => {
-                state
-                    .stats
-                    .rate_limited
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let headers = RateHeaders {
-                    limit,
-                    remaining: 0,
-                };
-                return Rejection::RateLimited { retry_after_s }.into_response(Some(headers));
-            }
+        let (key, rate) = match admit(state, &auth) {
+            Ok(admitted) => admitted,
+            Err((r, rate)) => return r.into_response(rate),
         };
         let scope = match idempotency_key
-            .map(|k| self.scope(key, kind, &k))
+            .map(|k| scope(state, key, kind.as_str(), &k))
             .transpose()
         {
             Ok(scope) => scope,
@@ -139,21 +113,6 @@ impl IngestApi {
             Ok(accepted) => IngestResponse::Accepted(Json(accepted), rate.limit, rate.remaining),
             Err(r) => r.into_response(Some(rate)),
         }
-    }
-
-    /// Checks an `Idempotency-Key` and scopes it to (API key, endpoint).
-    fn scope(&self, api_key: usize, kind: Kind, key: &str) -> Result<[u8; 32], Rejection> {
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
-            return Err(Rejection::BadHeader(format!(
-                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
-            )));
-        }
-        let mut h = Sha256::new();
-        h.update(self.state.keys.digest(api_key));
-        h.update(kind.as_str().as_bytes());
-        h.update([0]);
-        h.update(key.as_bytes());
-        Ok(h.finalize().into())
     }
 
     async fn accept(
@@ -169,69 +128,161 @@ impl IngestApi {
             max_batch_entries: state.config.server.max_batch_entries,
         };
         let large = bytes.len() > OFFLOAD_BYTES;
-        let prepare = move || prepare(kind, scope, &bytes, limits);
-        // NOTE: parsing, validating and compressing a 10 MiB body takes tens
-        // of milliseconds of CPU, long enough to stall every other request
-        // on that worker thread: large bodies go to the blocking pool.
-        let Prepared {
-            record,
-            index,
-            idempotency,
-            entries,
-            service,
-        } = if large {
-            tokio::task::spawn_blocking(prepare)
-                .await
-                .map_err(|e| Rejection::Queue(QueueError::Disk(e.to_string())))??
-        } else {
-            prepare()?
-        };
-        let appended = match state
-            .queue
-            .append_idempotent(record, index, idempotency)
-            .await
-        {
-            Ok(a) => a,
-            Err(QueueError::IdempotencyConflict) => {
-                return Err(Rejection::Invalid(vec![Problem {
-                    field: "Idempotency-Key".into(),
-                    problem: "was used before with a different body".into(),
-                }]))
-            }
-            Err(e) => return Err(Rejection::Queue(e)),
-        };
-        let (seq, entries, service) = match appended {
-            Appended::Stored(seq) => {
-                state.stats.received(kind, entries);
-                (seq, entries, service)
-            }
-            // A retry: the original batch's figures, nothing counted again.
-            Appended::Replayed {
-                seq,
-                entries,
-                service,
-            } => (seq, u64::from(entries), service),
-        };
+        let prepared = off_reactor(large, move || {
+            let batch = parse(kind, &bytes, limits)?;
+            Ok(Prepared::new(&batch, scope, &bytes))
+        })
+        .await?;
+        let stored = store(state, kind, prepared).await?;
         let (logs_received, metrics_received, message) = match kind {
-            Kind::Logs => (Some(entries), None, "Log batch accepted for processing"),
-            Kind::Metrics => (None, Some(entries), "Metric batch accepted for processing"),
+            Kind::Logs => (
+                Some(stored.entries),
+                None,
+                "Log batch accepted for processing",
+            ),
+            Kind::Metrics => (
+                None,
+                Some(stored.entries),
+                "Metric batch accepted for processing",
+            ),
         };
         Ok(Accepted {
             status: "accepted".into(),
             logs_received,
             metrics_received,
-            service,
+            service: stored.service,
             message: message.into(),
-            batch_id: format!("{}:{seq}", state.queue.node_id()),
+            batch_id: format!("{}:{}", state.queue.node_id(), stored.seq),
         })
     }
 }
 
+/// Auth, then the rate limit: a request without a valid key or over its
+/// rate costs no parsing. The refusal comes with the rate headers it
+/// carries, if any.
+pub(super) fn admit(
+    state: &AppState,
+    auth: &Auth,
+) -> Result<(usize, RateHeaders), (Rejection, Option<RateHeaders>)> {
+    let key = auth.key().map_err(|r| (r, None))?;
+    let limit = state.limiter.limit();
+    match state.limiter.check(key, Instant::now()) {
+        Decision::Allow { remaining } => Ok((key, RateHeaders { limit, remaining })),
+        Decision::Deny { retry_after_s } => {
+            state
+                .stats
+                .rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let headers = RateHeaders {
+                limit,
+                remaining: 0,
+            };
+            Err((Rejection::RateLimited { retry_after_s }, Some(headers)))
+        }
+    }
+}
+
+/// Checks an `Idempotency-Key` and scopes it to (API key, endpoint).
+pub(super) fn scope(
+    state: &AppState,
+    api_key: usize,
+    endpoint: &str,
+    key: &str,
+) -> Result<[u8; 32], Rejection> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(Rejection::BadHeader(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
+        )));
+    }
+    let mut h = Sha256::new();
+    h.update(state.keys.digest(api_key));
+    h.update(endpoint.as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    Ok(h.finalize().into())
+}
+
+/// Runs CPU-bound work on a body: inline when small, on the blocking pool
+/// when `large`.
+///
+/// NOTE: parsing, validating and compressing a 10 MiB body takes tens of
+/// milliseconds of CPU, long enough to stall every other request on that
+/// worker thread.
+pub(super) async fn off_reactor<T: Send + 'static>(
+    large: bool,
+    work: impl FnOnce() -> Result<T, Rejection> + Send + 'static,
+) -> Result<T, Rejection> {
+    if large {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Rejection::Queue(QueueError::Disk(e.to_string())))?
+    } else {
+        work()
+    }
+}
+
+/// A batch as stored: its sequence number and the figures the answer gives.
+pub(super) struct Stored {
+    pub seq: u64,
+    pub entries: u64,
+    pub service: String,
+}
+
+/// Appends durably (the answer waits for the sync), or finds the batch an
+/// earlier request with the same `Idempotency-Key` stored.
+pub(super) async fn store(
+    state: &AppState,
+    kind: Kind,
+    prepared: Prepared,
+) -> Result<Stored, Rejection> {
+    let Prepared {
+        record,
+        index,
+        idempotency,
+        entries,
+        service,
+    } = prepared;
+    let appended = match state
+        .queue
+        .append_idempotent(record, index, idempotency)
+        .await
+    {
+        Ok(a) => a,
+        Err(QueueError::IdempotencyConflict) => {
+            return Err(Rejection::Invalid(vec![Problem {
+                field: "Idempotency-Key".into(),
+                problem: "was used before with a different body".into(),
+            }]))
+        }
+        Err(e) => return Err(Rejection::Queue(e)),
+    };
+    Ok(match appended {
+        Appended::Stored(seq) => {
+            state.stats.received(kind, entries);
+            Stored {
+                seq,
+                entries,
+                service,
+            }
+        }
+        // A retry: the original batch's figures, nothing counted again.
+        Appended::Replayed {
+            seq,
+            entries,
+            service,
+        } => Stored {
+            seq,
+            entries: u64::from(entries),
+            service,
+        },
+    })
+}
+
 /// Bodies above this are parsed and encoded on the blocking pool.
-const OFFLOAD_BYTES: usize = 256 * 1024;
+pub(super) const OFFLOAD_BYTES: usize = 256 * 1024;
 
 /// A request body turned into what the queue stores.
-struct Prepared {
+pub(super) struct Prepared {
     record: Vec<u8>,
     index: IndexEntry,
     idempotency: Option<IdempotencyKey>,
@@ -239,62 +290,95 @@ struct Prepared {
     service: String,
 }
 
-/// Parses and validates a body and encodes its record (CPU-bound).
-fn prepare(
-    kind: Kind,
-    scope: Option<[u8; 32]>,
-    bytes: &[u8],
-    limits: model::Limits,
-) -> Result<Prepared, Rejection> {
-    let batch = parse(kind, bytes, limits)?;
-    let entries = batch.len() as u64;
-    let service = batch.first_service().to_string();
-    let idempotency = scope.map(|scope| IdempotencyKey {
-        scope,
-        body: Sha256::digest(bytes).into(),
-        entries: entries as u32,
-        service: service.clone(),
-    });
-    let record = encode_record(&batch);
-    let index = IndexEntry {
-        kind,
-        entries: entries as u32,
-        record_bytes: u32::try_from(record.len()).unwrap_or(u32::MAX),
-        enqueued_at_ms: 0,
-    };
-    Ok(Prepared {
-        record,
-        index,
-        idempotency,
-        entries,
-        service,
-    })
+impl Prepared {
+    /// Encodes the record (CPU-bound). `body` is the request as received,
+    /// after decompression: what "the same body" of a retry is compared by.
+    pub(super) fn new(batch: &Batch, scope: Option<[u8; 32]>, body: &[u8]) -> Prepared {
+        let entries = batch.len() as u64;
+        let service = batch.first_service().to_string();
+        let idempotency = scope.map(|scope| IdempotencyKey {
+            scope,
+            body: Sha256::digest(body).into(),
+            entries: entries as u32,
+            service: service.clone(),
+        });
+        let record = encode_record(batch);
+        let index = IndexEntry {
+            kind: batch.kind(),
+            entries: entries as u32,
+            record_bytes: u32::try_from(record.len()).unwrap_or(u32::MAX),
+            enqueued_at_ms: 0,
+        };
+        Prepared {
+            record,
+            index,
+            idempotency,
+            entries,
+            service,
+        }
+    }
 }
 
 /// JSON → validated batch. Syntax errors are 400; a value of the wrong type
 /// or a rule broken is 422 naming the field.
 pub fn parse(kind: Kind, bytes: &[u8], limits: model::Limits) -> Result<Batch, Rejection> {
+    if is_array(bytes) {
+        return Err(shape_problem(kind, "a JSON array"));
+    }
     match kind {
         Kind::Logs => {
             let wire = serde_json::from_slice::<model::WireLogBatch>(bytes)
-                .map_err(|e| classify::<model::WireLogBatch>(e, bytes))?;
+                .map_err(|e| classify::<model::WireLogBatch>(kind, e, bytes))?;
             model::validate_logs(wire, limits).map_err(Rejection::Invalid)
         }
         Kind::Metrics => {
             let wire = serde_json::from_slice::<model::WireMetricBatch>(bytes)
-                .map_err(|e| classify::<model::WireMetricBatch>(e, bytes))?;
+                .map_err(|e| classify::<model::WireMetricBatch>(kind, e, bytes))?;
             model::validate_metrics(wire, limits).map_err(Rejection::Invalid)
         }
     }
 }
 
+/// What stock agents send to a JSON endpoint instead of one batch object:
+/// an array of records (Fluent Bit's `http` output, `format json`)...
+fn is_array(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
+}
+
+/// ...or one object per line (`format json_lines`, NDJSON): the first
+/// value parses, then more follow. Checked only once parsing failed.
+fn is_ndjson(bytes: &[u8]) -> bool {
+    let mut values =
+        serde_json::Deserializer::from_slice(bytes).into_iter::<serde::de::IgnoredAny>();
+    matches!((values.next(), values.next()), (Some(Ok(_)), Some(_)))
+}
+
+fn shape_problem(kind: Kind, shape: &str) -> Rejection {
+    let (endpoint, otlp) = match kind {
+        Kind::Logs => ("/logs", "/v1/logs"),
+        Kind::Metrics => ("/metrics", "/v1/metrics"),
+    };
+    Rejection::Invalid(vec![Problem {
+        field: "body".into(),
+        problem: format!(
+            "is {shape}; {endpoint} takes one JSON object {{\"entries\": [...]}}. \
+             Agents that speak OTLP (the OpenTelemetry Collector and SDKs, Fluent Bit's \
+             `opentelemetry` output, Vector's `opentelemetry` sink) should send to {otlp}"
+        ),
+    }])
+}
+
 /// On a type error, parses again with path tracking to name the field; the
 /// happy path pays nothing for it.
 fn classify<'de, T: serde::Deserialize<'de>>(
+    kind: Kind,
     err: serde_json::Error,
     bytes: &'de [u8],
 ) -> Rejection {
     if !err.is_data() {
+        if is_ndjson(bytes) {
+            return shape_problem(kind, "several JSON values (NDJSON)");
+        }
         return Rejection::MalformedJson(err.to_string());
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);

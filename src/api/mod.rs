@@ -1,6 +1,6 @@
 //! The HTTP API (SPEC §3): routes, auth, rate limit, body reading, errors.
 //!
-//! `ingest.rs` holds the write path; `info.rs` the read-only endpoints;
+//! `ingest.rs` holds the write path and `otlp.rs` its OTLP/HTTP front; `info.rs` the read-only endpoints;
 //! `error.rs` maps every refusal to its status and JSON body in one place.
 
 mod auth;
@@ -9,6 +9,7 @@ mod budget;
 mod error;
 mod info;
 mod ingest;
+mod otlp;
 mod rate_limit;
 mod schema;
 pub mod server;
@@ -44,10 +45,15 @@ pub struct AppState {
     pub stats: Arc<Stats>,
 }
 
-fn openapi(state: &Arc<AppState>) -> OpenApiService<(ingest::IngestApi, info::InfoApi), ()> {
+fn openapi(
+    state: &Arc<AppState>,
+) -> OpenApiService<(ingest::IngestApi, otlp::OtlpApi, info::InfoApi), ()> {
     OpenApiService::new(
         (
             ingest::IngestApi {
+                state: state.clone(),
+            },
+            otlp::OtlpApi {
                 state: state.clone(),
             },
             info::InfoApi {
@@ -123,6 +129,8 @@ fn route_label(path: &str) -> &'static str {
         "/" => "/",
         "/logs" => "/logs",
         "/metrics" => "/metrics",
+        "/v1/logs" => "/v1/logs",
+        "/v1/metrics" => "/v1/metrics",
         "/health" => "/health",
         "/ready" => "/ready",
         "/stats" => "/stats",

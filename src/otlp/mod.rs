@@ -1,0 +1,121 @@
+//! OTLP/HTTP ingest (SPEC §8): an `Export{Logs,Metrics}ServiceRequest`, in
+//! protobuf or OTLP JSON, mapped into the same normalized entries as
+//! `POST /logs` and `POST /metrics`, so Kafka consumers see one format
+//! whatever sent it.
+//!
+//! A record that cannot be mapped is rejected on its own and reported in
+//! the response's `partial_success`; the rest of the request is accepted.
+
+pub mod json;
+mod logs;
+mod metrics;
+mod value;
+
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message as _;
+
+pub use logs::map as map_logs;
+pub use metrics::map as map_metrics;
+
+use crate::model::Batch;
+
+/// How a request body is encoded (its `Content-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Protobuf,
+    Json,
+}
+
+/// Decodes a logs request. The error says what is wrong, for a 400.
+pub fn decode_logs(bytes: &[u8], format: Format) -> Result<ExportLogsServiceRequest, String> {
+    match format {
+        Format::Protobuf => ExportLogsServiceRequest::decode(bytes)
+            .map_err(|e| format!("not an ExportLogsServiceRequest in protobuf: {e}")),
+        Format::Json => json::logs(bytes).map_err(|e| format!("invalid OTLP JSON: {e}")),
+    }
+}
+
+/// Decodes a metrics request. The error says what is wrong, for a 400.
+pub fn decode_metrics(bytes: &[u8], format: Format) -> Result<ExportMetricsServiceRequest, String> {
+    match format {
+        Format::Protobuf => ExportMetricsServiceRequest::decode(bytes)
+            .map_err(|e| format!("not an ExportMetricsServiceRequest in protobuf: {e}")),
+        Format::Json => json::metrics(bytes).map_err(|e| format!("invalid OTLP JSON: {e}")),
+    }
+}
+
+/// What mapping needs besides the request.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// Ingest time, RFC 3339 UTC: `received_at`, and the timestamp of a
+    /// record that carries none.
+    pub received_at: String,
+    /// Stored as the batch's `agent_version` (we use the `User-Agent`).
+    pub agent_version: Option<String>,
+    /// `server.max_batch_entries`: entries one request may map to.
+    pub max_entries: usize,
+}
+
+/// A mapped request: the batch to store (none when nothing mapped) and
+/// what was rejected, for `partial_success`.
+#[derive(Debug)]
+pub struct Mapped {
+    pub batch: Option<Batch>,
+    /// Log records or data points rejected (OTLP counts those, not entries).
+    pub rejected: i64,
+    /// Empty when nothing was rejected.
+    pub error_message: String,
+}
+
+/// Counts rejections and keeps the first reason, which is what a client
+/// logs.
+#[derive(Default)]
+struct Rejects {
+    count: i64,
+    first: Option<String>,
+}
+
+impl Rejects {
+    fn add(&mut self, n: i64, why: impl FnOnce() -> String) {
+        self.count += n;
+        if self.first.is_none() {
+            self.first = Some(why());
+        }
+    }
+
+    fn message(&self, what: &str) -> String {
+        match (&self.first, self.count) {
+            (None, _) => String::new(),
+            (Some(first), 1) => format!("1 {what} rejected: {first}"),
+            (Some(first), n) => format!("{n} {what}s rejected; the first: {first}"),
+        }
+    }
+}
+
+/// The name a resource gives itself (`service.name`, `host.name`), or the
+/// default; at most `MAX_NAME_BYTES`, or the resource's records are
+/// rejected.
+fn resource_name(
+    attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue],
+    key: &str,
+    default: &str,
+) -> Result<String, String> {
+    let name =
+        value::find(attrs, key).map_or_else(|| default.to_string(), |v| value::name_of(Some(v)));
+    if name.len() > crate::model::MAX_NAME_BYTES {
+        return Err(format!(
+            "resource {key} is {} bytes; at most {} are allowed",
+            name.len(),
+            crate::model::MAX_NAME_BYTES
+        ));
+    }
+    Ok(name)
+}
+
+fn too_many(max: usize) -> String {
+    format!(
+        "the request maps to more than server.max_batch_entries ({max}) entries; \
+         send smaller batches (the exporter's batch size) or raise the limit"
+    )
+}
