@@ -15,6 +15,9 @@
 //!   every 20–60 s and the sink flaps; acknowledged vs delivered (`soak.rs`).
 //! - **churn**: 10 M entries through a queue kept near 10k batches; the
 //!   directory's size against `max_bytes` (`churn.rs`).
+//! - **otlp**: W1 and the same entries as OTLP/protobuf to `POST /v1/logs`,
+//!   in alternating rounds on fresh servers: both rates and their ratio
+//!   (`otlp.rs`).
 //! - **agent-logs**, **agent-metrics**: the agents' throughput, CPU and
 //!   memory (`agent.rs`).
 
@@ -30,12 +33,13 @@ use clap::Args;
 
 mod agent;
 mod churn;
+mod otlp;
 mod soak;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// w1, w2, w3, soak (`--seconds 600` for 10 minutes), churn,
-    /// agent-logs (`--drain-entries` lines, `--batch` per batch) or
+    /// w1, w2, w3, soak (`--seconds 600` for 10 minutes), churn, otlp
+    /// (W1 and its OTLP twin, alternating), agent-logs (`--drain-entries` lines, `--batch` per batch) or
     /// agent-metrics (`--seconds`).
     #[arg(long, default_value = "w1")]
     pub workload: String,
@@ -63,7 +67,7 @@ pub struct BenchArgs {
 }
 
 pub(crate) const KEY: &str = "bench-key";
-const WARM_UP: Duration = Duration::from_secs(2);
+pub(crate) const WARM_UP: Duration = Duration::from_secs(2);
 /// Clients step through the pre-built bodies at different offsets.
 pub(crate) const BODY_STRIDE: usize = 7;
 /// w2 rate steps, entries/s.
@@ -105,15 +109,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<String> {
         }
         "soak" => rt.block_on(soak::run(&args, &exe, dir.path(), args.rate)),
         "churn" => rt.block_on(churn::run(&args, &exe, dir.path())),
+        "otlp" => rt.block_on(otlp::run(&args, &exe, dir.path())),
         "agent-logs" => rt.block_on(agent::logs(&args, &exe, dir.path())),
         "agent-metrics" => rt.block_on(agent::metrics(&args, &exe, dir.path())),
         other => bail!(
-            "unknown workload `{other}` (available: w1, w2, w3, soak, churn, agent-logs, agent-metrics)"
+            "unknown workload `{other}` (available: w1, w2, w3, soak, churn, otlp, agent-logs, agent-metrics)"
         ),
     }
 }
 
-fn mock_failing_sink() -> String {
+pub(crate) fn mock_failing_sink() -> String {
     "[mock]\nfail = \"always\"\n".into()
 }
 
@@ -180,7 +185,7 @@ impl Server {
         })
     }
 
-    fn rss_mb(&self, field: &str) -> f64 {
+    pub fn rss_mb(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         let kib: u64 = status
@@ -238,16 +243,16 @@ pub fn log_batch_body(n: usize, salt: usize) -> Vec<u8> {
 }
 
 /// What a run of clients achieved.
-struct Load {
-    accepted_entries: u64,
-    refused: u64,
+pub(crate) struct Load {
+    pub accepted_entries: u64,
+    pub refused: u64,
     /// Ack latencies of accepted requests, µs, sorted.
     latencies: Vec<u64>,
     measured: Duration,
 }
 
 impl Load {
-    fn pct(&self, p: f64) -> f64 {
+    pub fn pct(&self, p: f64) -> f64 {
         if self.latencies.is_empty() {
             return f64::NAN;
         }
@@ -255,17 +260,46 @@ impl Load {
         self.latencies[i] as f64 / 1000.0
     }
 
-    fn rate(&self) -> f64 {
+    pub fn rate(&self) -> f64 {
         self.accepted_entries as f64 / self.measured.as_secs_f64()
     }
 }
 
-/// Runs `clients` keep-alive clients against `/logs`. With `rate`, each
+/// What load clients send: batches of `batch` log entries, one body per
+/// salt, to one endpoint.
+#[derive(Clone, Copy)]
+pub(crate) struct Payload {
+    path: &'static str,
+    content_type: &'static str,
+    /// The status that means "accepted".
+    ok_status: u16,
+    body: fn(usize, usize) -> Vec<u8>,
+}
+
+/// W1's bodies: our JSON to `POST /logs`.
+pub(crate) const JSON_LOGS: Payload = Payload {
+    path: "/logs",
+    content_type: "application/json",
+    ok_status: 202,
+    body: log_batch_body,
+};
+
+/// The same entries as OTLP/protobuf to `POST /v1/logs`.
+pub(crate) const OTLP_LOGS: Payload = Payload {
+    path: "/v1/logs",
+    content_type: "application/x-protobuf",
+    ok_status: 200,
+    body: otlp::log_request_body,
+};
+
+/// Runs `clients` keep-alive clients against the payload's endpoint. With `rate`, each
 /// client paces itself to its share of that many entries/s; without, it
 /// posts as fast as acknowledgements come. Requests that start before
 /// `warm_up` has passed are not counted.
-async fn drive(
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn drive(
     base: &str,
+    payload: Payload,
     clients: usize,
     batch: usize,
     warm_up: Duration,
@@ -277,7 +311,7 @@ async fn drive(
         .pool_max_idle_per_host(clients)
         .build()?;
     let bodies: Arc<Vec<Vec<u8>>> =
-        Arc::new((0..clients * 4).map(|s| log_batch_body(batch, s)).collect());
+        Arc::new((0..clients * 4).map(|s| (payload.body)(batch, s)).collect());
     let accepted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let posted = Arc::new(AtomicU64::new(0));
@@ -287,7 +321,12 @@ async fn drive(
     let period = rate.map(|r| Duration::from_secs_f64(clients as f64 * batch as f64 / r));
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (client, url, bodies) = (client.clone(), format!("{base}/logs"), bodies.clone());
+        let (client, url, bodies) = (
+            client.clone(),
+            format!("{base}{}", payload.path),
+            bodies.clone(),
+        );
+        let (content_type, ok_status) = (payload.content_type, payload.ok_status);
         let (accepted, refused, posted) = (accepted.clone(), refused.clone(), posted.clone());
         let batch = batch as u64;
         tasks.push(tokio::spawn(async move {
@@ -310,13 +349,13 @@ async fn drive(
                 let t0 = Instant::now();
                 let resp = client
                     .post(&url)
-                    .header("content-type", "application/json")
+                    .header("content-type", content_type)
                     .header("x-api-key", KEY)
                     .body(body)
                     .send()
                     .await;
                 let took = t0.elapsed();
-                let ok = matches!(&resp, Ok(r) if r.status().as_u16() == 202);
+                let ok = matches!(&resp, Ok(r) if r.status().as_u16() == ok_status);
                 if let Ok(r) = resp {
                     let _ = r.bytes().await;
                 }
@@ -352,6 +391,7 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
     let idle_rss = server.rss_mb("VmRSS:");
     let load = drive(
         &server.base,
+        JSON_LOGS,
         args.clients,
         args.batch,
         WARM_UP,
@@ -422,6 +462,7 @@ async fn w2(args: &BenchArgs, exe: &Path, dir: &Path, kafka: &str) -> anyhow::Re
         let before = queue_stats(&http, &server.base).await?;
         let load = drive(
             &server.base,
+            JSON_LOGS,
             args.clients,
             args.batch,
             Duration::ZERO,
@@ -468,6 +509,7 @@ async fn w3(args: &BenchArgs, exe: &Path, dir: &Path, kafka: &str) -> anyhow::Re
     wait_ready(&http, &filler.base).await?;
     let fill = drive(
         &filler.base,
+        JSON_LOGS,
         args.clients,
         args.batch,
         Duration::ZERO,
@@ -529,7 +571,7 @@ async fn wait_drained(http: &reqwest::Client, base: &str, limit: Duration) -> an
     bail!("queue did not drain within {limit:?}")
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(r) = client.get(format!("{base}/health")).send().await {
