@@ -61,8 +61,8 @@ fn map_otlp(kind: Kind, protobuf: bool, body: &[u8], max_entries: usize) -> Opti
         max_entries,
     };
     let mapped = match kind {
-        Kind::Logs => otlp::map_logs(&otlp::decode_logs(body, format).ok()?, &ctx),
-        Kind::Metrics => otlp::map_metrics(&otlp::decode_metrics(body, format).ok()?, &ctx),
+        Kind::Logs => otlp::map_logs(otlp::decode_logs(body, format).ok()?, &ctx),
+        Kind::Metrics => otlp::map_metrics(otlp::decode_metrics(body, format).ok()?, &ctx),
     };
     assert_eq!(
         mapped.rejected > 0,

@@ -144,11 +144,11 @@ impl OtlpApi {
         let (prepared, rejected, message) = off_reactor(large, move || {
             let mapped = match kind {
                 Kind::Logs => otlp::map_logs(
-                    &otlp::decode_logs(&bytes, format).map_err(Rejection::Undecodable)?,
+                    otlp::decode_logs(&bytes, format).map_err(Rejection::Undecodable)?,
                     &ctx,
                 ),
                 Kind::Metrics => otlp::map_metrics(
-                    &otlp::decode_metrics(&bytes, format).map_err(Rejection::Undecodable)?,
+                    otlp::decode_metrics(&bytes, format).map_err(Rejection::Undecodable)?,
                     &ctx,
                 ),
             };

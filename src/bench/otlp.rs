@@ -180,7 +180,7 @@ mod tests {
         let req = crate::otlp::decode_logs(&log_request_body(50, 3), crate::otlp::Format::Protobuf)
             .unwrap();
         let mapped = crate::otlp::map_logs(
-            &req,
+            req,
             &crate::otlp::Context {
                 received_at: String::new(),
                 agent_version: None,

@@ -8,16 +8,18 @@ use super::{resource_name, too_many, Context, Mapped, Rejects};
 use crate::model::{AttrValue, Batch, Entries, Level, LogRecord, MAX_MESSAGE_BYTES};
 
 /// Maps every record it can; each one it cannot is counted with its reason.
-pub fn map(req: &ExportLogsServiceRequest, ctx: &Context) -> Mapped {
+/// Takes the request so that bodies and record attributes move into the
+/// entries instead of being copied.
+pub fn map(req: ExportLogsServiceRequest, ctx: &Context) -> Mapped {
     let mut out = Vec::new();
     let mut rejects = Rejects::default();
-    for (ri, rl) in req.resource_logs.iter().enumerate() {
+    for (ri, rl) in req.resource_logs.into_iter().enumerate() {
         let resource = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let names = resource_name(resource, "service.name", "unknown_service")
             .and_then(|s| resource_name(resource, "host.name", "unknown").map(|h| (s, h)));
         let mut base = Attributes::default();
         let base = names.and_then(|n| base.merge(resource).map(|()| (n, base)));
-        for (si, sl) in rl.scope_logs.iter().enumerate() {
+        for (si, sl) in rl.scope_logs.into_iter().enumerate() {
             let scoped = base.clone().and_then(|(names, mut attrs)| {
                 let scope = sl.scope.as_ref().map_or(&[][..], |s| &s.attributes[..]);
                 attrs.merge(scope).map(|()| (names, attrs))
@@ -33,7 +35,12 @@ pub fn map(req: &ExportLogsServiceRequest, ctx: &Context) -> Mapped {
                     continue;
                 }
             };
-            for (li, record) in sl.log_records.iter().enumerate() {
+            out.reserve(
+                sl.log_records
+                    .len()
+                    .min(ctx.max_entries.saturating_sub(out.len())),
+            );
+            for (li, record) in sl.log_records.into_iter().enumerate() {
                 if out.len() >= ctx.max_entries {
                     rejects.add(1, || format!("{}: {}", at(li), too_many(ctx.max_entries)));
                     continue;
@@ -57,7 +64,7 @@ pub fn map(req: &ExportLogsServiceRequest, ctx: &Context) -> Mapped {
 }
 
 fn entry(
-    r: &OtlpRecord,
+    r: OtlpRecord,
     service: &str,
     host: &str,
     base: &Attributes,
@@ -65,10 +72,7 @@ fn entry(
 ) -> Result<LogRecord, String> {
     // An absent body is an empty message; any body that is set, even to
     // an empty value, is rendered.
-    let message = r
-        .body
-        .as_ref()
-        .map_or_else(String::new, |b| value::text(Some(b)));
+    let message = r.body.map_or_else(String::new, value::text_owned);
     if message.len() > MAX_MESSAGE_BYTES {
         return Err(format!(
             "body is {} bytes; at most {MAX_MESSAGE_BYTES} are allowed",
@@ -76,7 +80,8 @@ fn entry(
         ));
     }
     let mut attrs = base.clone();
-    attrs.merge(&r.attributes)?;
+    attrs.0.reserve(r.attributes.len() + 2);
+    attrs.merge_owned(r.attributes)?;
     if let Some(id) = value::id_hex(&r.trace_id) {
         attrs.set("trace_id".into(), AttrValue::Str(id));
     }
@@ -163,7 +168,7 @@ mod tests {
     }
 
     fn one(record: OtlpRecord) -> LogRecord {
-        let m = map(&request(vec![], vec![], vec![record]), &ctx());
+        let m = map(request(vec![], vec![], vec![record]), &ctx());
         assert_eq!(m.rejected, 0, "{}", m.error_message);
         let Entries::Logs(mut v) = m.batch.unwrap().entries else {
             panic!()
@@ -246,7 +251,7 @@ mod tests {
     #[test]
     fn service_and_host_come_from_the_resource_with_defaults() {
         let m = map(
-            &request(
+            request(
                 vec![
                     kv("service.name", s("checkout")),
                     kv("host.name", s("edge-7")),
@@ -273,7 +278,7 @@ mod tests {
     #[test]
     fn attributes_merge_resource_scope_and_record_with_the_record_winning_plus_ids() {
         let m = map(
-            &request(
+            request(
                 vec![
                     kv("service.name", s("svc")),
                     kv("k", s("resource")),
@@ -331,7 +336,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let m = map(&request(vec![], vec![], vec![big, ok, bad_key]), &ctx());
+        let m = map(request(vec![], vec![], vec![big, ok, bad_key]), &ctx());
         assert_eq!(m.rejected, 2);
         assert!(
             m.error_message
@@ -341,7 +346,7 @@ mod tests {
         );
         assert_eq!(m.batch.unwrap().len(), 1);
         let long_service = map(
-            &request(
+            request(
                 vec![kv("service.name", s(&"s".repeat(300)))],
                 vec![],
                 vec![OtlpRecord::default(); 3],
@@ -356,7 +361,7 @@ mod tests {
     fn entries_beyond_the_limit_are_rejected_not_stored() {
         let mut c = ctx();
         c.max_entries = 2;
-        let m = map(&request(vec![], vec![], vec![OtlpRecord::default(); 5]), &c);
+        let m = map(request(vec![], vec![], vec![OtlpRecord::default(); 5]), &c);
         assert_eq!(m.batch.unwrap().len(), 2);
         assert_eq!(m.rejected, 3);
         assert!(m.error_message.contains("server.max_batch_entries (2)"));
@@ -364,7 +369,7 @@ mod tests {
 
     #[test]
     fn an_empty_request_maps_to_nothing_and_rejects_nothing() {
-        let m = map(&ExportLogsServiceRequest::default(), &ctx());
+        let m = map(ExportLogsServiceRequest::default(), &ctx());
         assert!(m.batch.is_none());
         assert_eq!((m.rejected, m.error_message.as_str()), (0, ""));
     }

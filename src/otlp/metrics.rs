@@ -72,7 +72,7 @@ impl Point<'_> {
 
 /// Maps every data point it can; each one it cannot is counted with its
 /// reason.
-pub fn map(req: &ExportMetricsServiceRequest, ctx: &Context) -> Mapped {
+pub fn map(req: ExportMetricsServiceRequest, ctx: &Context) -> Mapped {
     let mut out = Vec::new();
     let mut rejects = Rejects::default();
     for (ri, rm) in req.resource_metrics.iter().enumerate() {
@@ -372,7 +372,7 @@ mod tests {
     }
 
     fn mapped(metrics: Vec<Metric>) -> (Vec<MetricRecord>, Mapped) {
-        let mut m = map(&request(metrics), &ctx());
+        let mut m = map(request(metrics), &ctx());
         let entries = match m.batch.take().map(|b| b.entries) {
             Some(Entries::Metrics(v)) => v,
             None => Vec::new(),
@@ -625,7 +625,7 @@ mod tests {
                 aggregation_temporality: 2,
             }),
         );
-        let m = map(&request(vec![h]), &c);
+        let m = map(request(vec![h]), &c);
         assert_eq!(m.batch.unwrap().len(), 3);
         assert_eq!(m.rejected, 1);
     }

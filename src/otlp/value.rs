@@ -42,6 +42,22 @@ pub fn attr(v: Option<&AnyValue>) -> AttrValue {
     }
 }
 
+/// `attr`, taking the value: a string moves instead of being copied.
+pub fn attr_owned(v: Option<AnyValue>) -> AttrValue {
+    match v.and_then(|v| v.value) {
+        Some(Value::StringValue(s)) => AttrValue::Str(s),
+        other => attr(Some(&AnyValue { value: other })),
+    }
+}
+
+/// `text`, taking the value: a string body moves instead of being copied.
+pub fn text_owned(v: AnyValue) -> String {
+    match v.value {
+        Some(Value::StringValue(s)) => s,
+        other => text(Some(&AnyValue { value: other })),
+    }
+}
+
 /// The string form of an attribute that names something (`service.name`):
 /// the string itself, or the compact JSON of any other value.
 pub fn name_of(v: Option<&AnyValue>) -> String {
@@ -124,6 +140,15 @@ impl Attributes {
         for kv in kvs {
             check_key(&kv.key)?;
             self.set(kv.key.clone(), attr(kv.value.as_ref()));
+        }
+        Ok(())
+    }
+
+    /// `merge`, taking the attributes: keys and strings move.
+    pub fn merge_owned(&mut self, kvs: Vec<KeyValue>) -> Result<(), String> {
+        for kv in kvs {
+            check_key(&kv.key)?;
+            self.set(kv.key, attr_owned(kv.value));
         }
         Ok(())
     }
