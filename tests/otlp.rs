@@ -431,6 +431,74 @@ async fn bad_bodies_are_400_with_a_status_in_the_request_encoding_and_nothing_is
 }
 
 #[tokio::test]
+async fn small_requests_that_would_take_gigabytes_are_refused_or_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.server.max_batch_entries = 20_000;
+    let server = InProcess::start(config).await;
+    let c = client();
+    // 1,500,000 empty records: 3 MB of protobuf, ~400 MB decoded.
+    let empties = logs_request(vec![LogRecord::default(); 1_500_000]).encode_to_vec();
+    let resp = post(&c, &server.url("/v1/logs"), PROTOBUF, None, empties).await;
+    assert_eq!(resp.status(), 413);
+    let st = RpcStatus::decode(resp.bytes().await.unwrap()).unwrap();
+    assert!(
+        st.message
+            .contains("1500009 records, attributes and values"),
+        "{}",
+        st.message
+    );
+    // The same in JSON.
+    let json_empties = format!(
+        r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}{{}}]}}]}}]}}"#,
+        "{},".repeat(1_200_000)
+    );
+    let resp = post(
+        &c,
+        &server.url("/v1/logs"),
+        "application/json",
+        None,
+        json_empties.into_bytes(),
+    )
+    .await;
+    assert_eq!(resp.status(), 413);
+    // A 100 kB resource attribute copied into 10,000 records would be 1 GB
+    // of entries: what fits in max_body_bytes (10 MiB) is stored, the rest
+    // counted in partial_success.
+    let mut req = logs_request(vec![LogRecord::default(); 10_000]);
+    req.resource_logs[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes
+        .push(kv("blob", s(&"x".repeat(100_000))));
+    let resp = post(
+        &c,
+        &server.url("/v1/logs"),
+        PROTOBUF,
+        None,
+        req.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let answer = ExportLogsServiceResponse::decode(resp.bytes().await.unwrap()).unwrap();
+    let partial = answer.partial_success.unwrap();
+    assert!(
+        partial.error_message.contains("max_body_bytes"),
+        "{}",
+        partial.error_message
+    );
+    let s = stats(&c, &server.base).await;
+    let stored = s["queue"]["depth_entries"].as_i64().unwrap();
+    assert_eq!(stored + partial.rejected_log_records, 10_000);
+    assert!(
+        (90..=105).contains(&stored),
+        "{stored} entries of ~100 kB each in 10 MiB"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn refusals_carry_a_status_and_retry_after_where_clients_retry() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
@@ -545,6 +613,7 @@ async fn what_a_stock_agent_sends_to_our_json_endpoints_gets_a_422_that_points_t
             "{\"date\":1764000000.0,\"log\":\"a\"}\n{\"date\":1764000000.1,\"log\":\"b\"}\n",
             "NDJSON",
         ),
+        ("{\"date\":1764000000.0,\"log\":\"a\"}\n", "a single record"),
     ];
     for (path, otlp) in [("/logs", "/v1/logs"), ("/metrics", "/v1/metrics")] {
         for (body, shape) in fluent {
@@ -564,6 +633,21 @@ async fn what_a_stock_agent_sends_to_our_json_endpoints_gets_a_422_that_points_t
             assert!(detail.contains(otlp), "{detail}");
             assert_eq!(v["errors"][0]["field"], "body");
         }
+    }
+    // Not every malformed body is NDJSON: a batch with a stray brace is
+    // still a 400, as before.
+    let mut stray = serde_json::to_vec(&log_batch(&["x".to_string()])).unwrap();
+    stray.extend_from_slice(b"}");
+    for body in [stray, b"{\"entries\":[]} x".to_vec()] {
+        let resp = c
+            .post(server.url("/logs"))
+            .header("content-type", "application/json")
+            .header("x-api-key", KEY)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400);
     }
     let s = stats(&c, &server.base).await;
     assert_eq!(s["queue"]["depth_batches"], 0);

@@ -59,6 +59,7 @@ fn map_otlp(kind: Kind, protobuf: bool, body: &[u8], max_entries: usize) -> Opti
         received_at: "2026-11-29T00:00:00Z".into(),
         agent_version: None,
         max_entries,
+        max_bytes: 1 << 20,
     };
     let mapped = match kind {
         Kind::Logs => otlp::map_logs(otlp::decode_logs(body, format).ok()?, &ctx),

@@ -55,6 +55,13 @@ pub enum Rejection {
         decompressed: bool,
     },
     UnsupportedMediaType(String),
+    /// A body that would decode into more memory than the in-flight budget
+    /// holds (OTLP: `elements` messages or objects).
+    TooComplex {
+        elements: usize,
+        decoded: u64,
+        budget: u64,
+    },
     Invalid(Vec<Problem>),
     RateLimited {
         retry_after_s: u64,
@@ -168,6 +175,19 @@ impl Rejection {
                 None,
             ),
             Rejection::UnsupportedMediaType(why) => (415, why.clone(), None),
+            Rejection::TooComplex {
+                elements,
+                decoded,
+                budget,
+            } => (
+                413,
+                format!(
+                    "The body holds {elements} records, attributes and values: about \
+                     {decoded} bytes once decoded, more than server.max_inflight_bytes \
+                     ({budget}); send smaller batches"
+                ),
+                None,
+            ),
             Rejection::Invalid(problems) => {
                 let detail = match problems.first() {
                     Some(p) if problems.len() == 1 => {

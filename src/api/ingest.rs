@@ -329,12 +329,12 @@ pub fn parse(kind: Kind, bytes: &[u8], limits: model::Limits) -> Result<Batch, R
         Kind::Logs => {
             let wire = serde_json::from_slice::<model::WireLogBatch>(bytes)
                 .map_err(|e| classify::<model::WireLogBatch>(kind, e, bytes))?;
-            model::validate_logs(wire, limits).map_err(Rejection::Invalid)
+            model::validate_logs(wire, limits).map_err(|p| invalid(kind, p, bytes))
         }
         Kind::Metrics => {
             let wire = serde_json::from_slice::<model::WireMetricBatch>(bytes)
                 .map_err(|e| classify::<model::WireMetricBatch>(kind, e, bytes))?;
-            model::validate_metrics(wire, limits).map_err(Rejection::Invalid)
+            model::validate_metrics(wire, limits).map_err(|p| invalid(kind, p, bytes))
         }
     }
 }
@@ -348,9 +348,34 @@ fn is_array(bytes: &[u8]) -> bool {
 /// ...or one object per line (`format json_lines`, NDJSON): the first
 /// value parses, then more follow. Checked only once parsing failed.
 fn is_ndjson(bytes: &[u8]) -> bool {
-    let mut values =
-        serde_json::Deserializer::from_slice(bytes).into_iter::<serde::de::IgnoredAny>();
-    matches!((values.next(), values.next()), (Some(Ok(_)), Some(_)))
+    let values = serde_json::Deserializer::from_slice(bytes).into_iter::<serde::de::IgnoredAny>();
+    let mut n = 0;
+    for v in values {
+        if v.is_err() {
+            return false;
+        }
+        n += 1;
+    }
+    n >= 2
+}
+
+/// ...or one record on its own (a chunk of one line): an object with
+/// fields, none of them `entries`. Checked only once validation failed.
+fn is_single_record(problems: &[Problem], bytes: &[u8]) -> bool {
+    let [p] = problems else { return false };
+    p.field == "entries"
+        && p.problem == "is required"
+        && serde_json::from_slice::<std::collections::BTreeMap<String, serde::de::IgnoredAny>>(
+            bytes,
+        )
+        .is_ok_and(|m| !m.is_empty())
+}
+
+fn invalid(kind: Kind, problems: Vec<Problem>, bytes: &[u8]) -> Rejection {
+    if is_single_record(&problems, bytes) {
+        return shape_problem(kind, "a single record, not a batch");
+    }
+    Rejection::Invalid(problems)
 }
 
 fn shape_problem(kind: Kind, shape: &str) -> Rejection {

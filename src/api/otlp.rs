@@ -26,6 +26,7 @@ use prost::Message as _;
 
 use super::auth::Auth;
 use super::body::RawBody;
+use super::budget::Held;
 use super::error::{RateHeaders, Rejection};
 use super::ingest::{admit, off_reactor, scope, store, Prepared, OFFLOAD_BYTES};
 use super::AppState;
@@ -130,9 +131,10 @@ impl OtlpApi {
             received_at: model::now_rfc3339(),
             agent_version: body.user_agent().map(|ua| truncate(ua, MAX_NAME_BYTES)),
             max_entries: state.config.server.max_batch_entries,
+            max_bytes: usize::try_from(state.config.server.max_body_bytes).unwrap_or(usize::MAX),
         };
         // Held until the request ends: the body's share of the budget.
-        let (bytes, _held) = body.read_with(state, OTLP_TYPES).await?;
+        let (bytes, mut held) = body.read_with(state, OTLP_TYPES).await?;
         if bytes.is_empty() {
             // Valid protobuf for "no records", but no client sends it on
             // purpose: a body lost on the way is more likely.
@@ -141,7 +143,10 @@ impl OtlpApi {
             ));
         }
         let large = bytes.len() > OFFLOAD_BYTES;
-        let (prepared, rejected, message) = off_reactor(large, move || {
+        let shared = self.state.clone();
+        let (prepared, rejected, message, _held) = off_reactor(large, move || {
+            // What decoding will take is charged before it is taken.
+            charge_decoding(&shared, kind, format, &bytes, &mut held)?;
             let mapped = match kind {
                 Kind::Logs => otlp::map_logs(
                     otlp::decode_logs(&bytes, format).map_err(Rejection::Undecodable)?,
@@ -156,7 +161,7 @@ impl OtlpApi {
                 .batch
                 .as_ref()
                 .map(|b| Prepared::new(b, scope, &bytes));
-            Ok((prepared, mapped.rejected, mapped.error_message))
+            Ok((prepared, mapped.rejected, mapped.error_message, held))
         })
         .await?;
         if let Some(prepared) = prepared {
@@ -173,6 +178,32 @@ impl OtlpApi {
         }
         Ok((rejected, message))
     }
+}
+
+/// Takes the memory the decoded request will hold from the in-flight
+/// budget (`server.max_inflight_bytes`): a 503 when it is spent for now, a
+/// 413 when the request alone could never fit.
+fn charge_decoding(
+    state: &AppState,
+    kind: Kind,
+    format: Format,
+    bytes: &[u8],
+    held: &mut Held,
+) -> Result<(), Rejection> {
+    let elements = match format {
+        Format::Protobuf => otlp::scan::protobuf_elements(bytes, kind == Kind::Metrics),
+        Format::Json => otlp::scan::json_elements(bytes),
+    };
+    let decoded = elements.saturating_mul(otlp::scan::BYTES_PER_ELEMENT);
+    let budget = state.config.server.max_inflight_bytes;
+    if decoded as u64 > budget {
+        return Err(Rejection::TooComplex {
+            elements,
+            decoded: decoded as u64,
+            budget,
+        });
+    }
+    state.inflight.take(held, decoded)
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -185,6 +185,7 @@ mod tests {
                 received_at: String::new(),
                 agent_version: None,
                 max_entries: 100,
+                max_bytes: 1 << 20,
             },
         );
         let (Entries::Logs(mut a), Entries::Logs(mut b)) =

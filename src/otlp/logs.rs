@@ -4,7 +4,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord as OtlpRecord;
 
 use super::value::{self, Attributes};
-use super::{resource_name, too_many, Context, Mapped, Rejects};
+use super::{resource_name, Context, Mapped, Rejects, Room};
 use crate::model::{AttrValue, Batch, Entries, Level, LogRecord, MAX_MESSAGE_BYTES};
 
 /// Maps every record it can; each one it cannot is counted with its reason.
@@ -13,6 +13,7 @@ use crate::model::{AttrValue, Batch, Entries, Level, LogRecord, MAX_MESSAGE_BYTE
 pub fn map(req: ExportLogsServiceRequest, ctx: &Context) -> Mapped {
     let mut out = Vec::new();
     let mut rejects = Rejects::default();
+    let mut room = Room::new(ctx);
     for (ri, rl) in req.resource_logs.into_iter().enumerate() {
         let resource = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let names = resource_name(resource, "service.name", "unknown_service")
@@ -35,18 +36,22 @@ pub fn map(req: ExportLogsServiceRequest, ctx: &Context) -> Mapped {
                     continue;
                 }
             };
-            out.reserve(
-                sl.log_records
-                    .len()
-                    .min(ctx.max_entries.saturating_sub(out.len())),
-            );
+            out.reserve(sl.log_records.len().min(room.entries));
+            let fixed = service.len() + host.len() + attrs.weight();
             for (li, record) in sl.log_records.into_iter().enumerate() {
-                if out.len() >= ctx.max_entries {
-                    rejects.add(1, || format!("{}: {}", at(li), too_many(ctx.max_entries)));
-                    continue;
-                }
-                match entry(record, &service, &host, &attrs, ctx) {
-                    Ok(e) => out.push(e),
+                // What every entry copies is checked before it is copied.
+                let mapped = room
+                    .check(1, fixed)
+                    .and_then(|()| entry(record, &service, &host, &attrs, ctx))
+                    .and_then(|e| {
+                        let bytes = weight(&e);
+                        room.check(1, bytes).map(|()| (e, bytes))
+                    });
+                match mapped {
+                    Ok((e, bytes)) => {
+                        room.take(1, bytes);
+                        out.push(e);
+                    }
                     Err(why) => rejects.add(1, || format!("{}: {why}", at(li))),
                 }
             }
@@ -101,6 +106,15 @@ fn entry(
     })
 }
 
+/// The bytes an entry counts against `Context::max_bytes`.
+fn weight(e: &LogRecord) -> usize {
+    e.message.len()
+        + e.timestamp.len()
+        + e.service.len()
+        + e.host.len()
+        + value::weight_of(&e.attributes)
+}
+
 /// `severity_number` by its bands, else `severity_text` as on `/logs`,
 /// else INFO.
 fn level(number: i32, text: &str) -> Level {
@@ -140,6 +154,7 @@ mod tests {
             received_at: "2026-11-29T00:00:00Z".into(),
             agent_version: Some("test-agent".into()),
             max_entries: 100,
+            max_bytes: 1 << 20,
         }
     }
 
@@ -365,6 +380,25 @@ mod tests {
         assert_eq!(m.batch.unwrap().len(), 2);
         assert_eq!(m.rejected, 3);
         assert!(m.error_message.contains("server.max_batch_entries (2)"));
+    }
+
+    #[test]
+    fn resource_attributes_copied_into_each_entry_are_bounded_by_max_bytes() {
+        let mut c = ctx();
+        c.max_bytes = 1_000_000;
+        c.max_entries = 10_000;
+        let blob = kv("blob", s(&"x".repeat(100_000)));
+        let m = map(
+            request(vec![blob], vec![], vec![OtlpRecord::default(); 1000]),
+            &c,
+        );
+        assert_eq!(m.batch.unwrap().len(), 9, "9 copies of 100 kB fit in 1 MB");
+        assert_eq!(m.rejected, 991);
+        assert!(
+            m.error_message.contains("server.max_body_bytes (1000000)"),
+            "{}",
+            m.error_message
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use super::value::{self, Attributes};
-use super::{resource_name, too_many, Context, Mapped, Rejects};
+use super::{resource_name, Context, Mapped, Rejects, Room};
 use crate::model::{AttrValue, Batch, Entries, MetricRecord, MetricType, MAX_NAME_BYTES};
 
 /// What every entry of one metric shares.
@@ -32,6 +32,9 @@ struct Point<'a> {
     timestamp: String,
     attrs: Attributes,
     out: Vec<MetricRecord>,
+    /// Bytes of `out`, counted against the request's room.
+    bytes: usize,
+    room: &'a Room,
 }
 
 impl Point<'_> {
@@ -52,6 +55,16 @@ impl Point<'_> {
         if !value.is_finite() {
             return Err(format!("value of `{name}` is {value}; it must be finite"));
         }
+        // Checked before the entry is built: a point with a million
+        // quantiles stops at the limit, not after.
+        let bytes = name.len()
+            + self.timestamp.len()
+            + self.series.service.len()
+            + self.series.host.len()
+            + self.attrs.weight()
+            + extra.as_ref().map_or(0, |(k, v)| k.len() + v.len());
+        self.room.check(self.out.len() + 1, self.bytes + bytes)?;
+        self.bytes += bytes;
         let mut attributes = self.attrs.clone();
         if let Some((key, v)) = extra {
             attributes.set(key.to_string(), AttrValue::Str(v));
@@ -75,6 +88,7 @@ impl Point<'_> {
 pub fn map(req: ExportMetricsServiceRequest, ctx: &Context) -> Mapped {
     let mut out = Vec::new();
     let mut rejects = Rejects::default();
+    let mut room = Room::new(ctx);
     for (ri, rm) in req.resource_metrics.iter().enumerate() {
         let resource = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let names = resource_name(resource, "service.name", "unknown_service")
@@ -92,18 +106,22 @@ pub fn map(req: ExportMetricsServiceRequest, ctx: &Context) -> Mapped {
                 let ((service, host), attrs) = match &scoped {
                     Ok(s) => s,
                     Err(why) => {
-                        rejects.add(points.max(1), || format!("{}: {why}", at()));
+                        if points > 0 {
+                            rejects.add(points, || format!("{}: {why}", at()));
+                        }
                         continue;
                     }
                 };
                 let series = match series(metric, service, host, attrs) {
                     Ok(s) => s,
                     Err(why) => {
-                        rejects.add(points.max(1), || format!("{}: {why}", at()));
+                        if points > 0 {
+                            rejects.add(points, || format!("{}: {why}", at()));
+                        }
                         continue;
                     }
                 };
-                map_metric(metric, &series, ctx, &mut out, &mut |pi, why| {
+                map_metric(metric, &series, ctx, &mut room, &mut out, &mut |pi, why| {
                     rejects.add(1, || format!("{}.dataPoints[{pi}]: {why}", at()))
                 });
             }
@@ -164,6 +182,7 @@ fn map_metric(
     m: &Metric,
     series: &Series,
     ctx: &Context,
+    room: &mut Room,
     out: &mut Vec<MetricRecord>,
     reject: &mut dyn FnMut(usize, String),
 ) {
@@ -176,6 +195,8 @@ fn map_metric(
             timestamp: value::time_of(time).unwrap_or_else(|| ctx.received_at.clone()),
             attrs: series.base.clone(),
             out: Vec::new(),
+            bytes: 0,
+            room,
         };
         let built = point
             .attrs
@@ -183,10 +204,11 @@ fn map_metric(
             .and_then(|()| fill(&mut point));
         match built {
             Err(why) => reject(i, why),
-            Ok(()) if out.len() + point.out.len() > ctx.max_entries => {
-                reject(i, too_many(ctx.max_entries))
+            Ok(()) => {
+                let (entries, bytes) = (point.out.len(), point.bytes);
+                out.append(&mut point.out);
+                room.take(entries, bytes);
             }
-            Ok(()) => out.append(&mut point.out),
         }
     };
     match &m.data {
@@ -343,6 +365,7 @@ mod tests {
             received_at: "2026-11-29T00:00:00Z".into(),
             agent_version: None,
             max_entries: 1000,
+            max_bytes: 1 << 20,
         }
     }
 
@@ -598,7 +621,8 @@ mod tests {
             },
         ]);
         assert_eq!(v.len(), 1);
-        assert_eq!(m.rejected, 4);
+        // Three points; the metric without data has none to count.
+        assert_eq!(m.rejected, 3);
         assert!(
             m.error_message.contains("must be finite"),
             "{}",
@@ -628,6 +652,26 @@ mod tests {
         let m = map(request(vec![h]), &c);
         assert_eq!(m.batch.unwrap().len(), 3);
         assert_eq!(m.rejected, 1);
+    }
+
+    #[test]
+    fn a_point_with_too_many_quantiles_stops_at_the_limit_and_is_rejected_whole() {
+        let (v, m) = mapped(vec![metric(
+            "q",
+            Data::Summary(Summary {
+                data_points: vec![SummaryDataPoint {
+                    quantile_values: vec![ValueAtQuantile::default(); 5_000],
+                    ..Default::default()
+                }],
+            }),
+        )]);
+        assert!(v.is_empty());
+        assert_eq!(m.rejected, 1);
+        assert!(
+            m.error_message.contains("server.max_batch_entries (1000)"),
+            "{}",
+            m.error_message
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod json;
 mod logs;
 mod metrics;
+pub mod scan;
 mod value;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -55,6 +56,50 @@ pub struct Context {
     pub agent_version: Option<String>,
     /// `server.max_batch_entries`: entries one request may map to.
     pub max_entries: usize,
+    /// Bytes of entries (text, names, attributes) one request may map to:
+    /// resource attributes are copied into every entry, so a small request
+    /// could otherwise map to gigabytes. We use `server.max_body_bytes`.
+    pub max_bytes: usize,
+}
+
+/// What a request may still map to.
+struct Room {
+    entries: usize,
+    bytes: usize,
+    max_entries: usize,
+    max_bytes: usize,
+}
+
+impl Room {
+    fn new(ctx: &Context) -> Room {
+        Room {
+            entries: ctx.max_entries,
+            bytes: ctx.max_bytes,
+            max_entries: ctx.max_entries,
+            max_bytes: ctx.max_bytes,
+        }
+    }
+
+    /// Whether `entries` more entries of `bytes` fit, without taking them.
+    fn check(&self, entries: usize, bytes: usize) -> Result<(), String> {
+        if entries > self.entries {
+            return Err(too_many(self.max_entries));
+        }
+        if bytes > self.bytes {
+            return Err(format!(
+                "the request maps to more than server.max_body_bytes ({}) of entries \
+                 (resource and scope attributes are copied into each); send smaller \
+                 batches or fewer resource attributes",
+                self.max_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, entries: usize, bytes: usize) {
+        self.entries -= entries;
+        self.bytes -= bytes;
+    }
 }
 
 /// A mapped request: the batch to store (none when nothing mapped) and

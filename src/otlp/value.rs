@@ -129,7 +129,9 @@ fn write_str(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()));
 }
 
-/// Attributes merged in order, a later key replacing an earlier one.
+/// Attributes merged in order, a later key replacing an earlier one, kept
+/// sorted by key (as `/logs` stores them) so that merging n keys costs
+/// O(n log n), not a search per key.
 #[derive(Debug, Clone, Default)]
 pub struct Attributes(pub Vec<(String, AttrValue)>);
 
@@ -137,28 +139,65 @@ impl Attributes {
     /// Adds `kvs` over what is there. A key that is empty or longer than
     /// `MAX_NAME_BYTES` makes the record unmappable (as on `/logs`).
     pub fn merge(&mut self, kvs: &[KeyValue]) -> Result<(), String> {
+        self.0.reserve(kvs.len());
         for kv in kvs {
             check_key(&kv.key)?;
-            self.set(kv.key.clone(), attr(kv.value.as_ref()));
+            self.0.push((kv.key.clone(), attr(kv.value.as_ref())));
         }
+        self.settle();
         Ok(())
     }
 
     /// `merge`, taking the attributes: keys and strings move.
     pub fn merge_owned(&mut self, kvs: Vec<KeyValue>) -> Result<(), String> {
+        self.0.reserve(kvs.len());
         for kv in kvs {
             check_key(&kv.key)?;
-            self.set(kv.key, attr_owned(kv.value));
+            self.0.push((kv.key, attr_owned(kv.value)));
         }
+        self.settle();
         Ok(())
     }
 
+    /// Sets one key in the sorted list.
     pub fn set(&mut self, key: String, value: AttrValue) {
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((key, value)),
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (key, value)),
         }
     }
+
+    /// Bytes of keys and values, the measure of `Context::max_bytes`.
+    pub fn weight(&self) -> usize {
+        weight_of(&self.0)
+    }
+
+    /// Sorts by key (stable: equal keys stay in the order added) and keeps
+    /// the value added last for each key.
+    fn settle(&mut self) {
+        self.0.sort_by(|a, b| a.0.cmp(&b.0));
+        self.0.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                std::mem::swap(&mut later.1, &mut kept.1);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// Bytes of keys and values of an attribute list (8 for a number or bool).
+pub fn weight_of(list: &[(String, AttrValue)]) -> usize {
+    list.iter()
+        .map(|(k, v)| {
+            k.len()
+                + match v {
+                    AttrValue::Str(s) => s.len(),
+                    _ => 8,
+                }
+        })
+        .sum()
 }
 
 fn check_key(key: &str) -> Result<(), String> {
@@ -269,10 +308,15 @@ mod tests {
     fn later_attributes_replace_earlier_ones_and_bad_keys_are_refused() {
         let mut a = Attributes::default();
         a.merge(&[
-            kv("k", Value::StringValue("resource".into())),
             kv("r", Value::IntValue(1)),
+            kv("k", Value::StringValue("resource".into())),
+            kv("k", Value::StringValue("resource again".into())),
         ])
         .unwrap();
+        assert_eq!(
+            a.0[0],
+            ("k".to_string(), AttrValue::Str("resource again".into()))
+        );
         a.merge(&[kv("k", Value::StringValue("record".into()))])
             .unwrap();
         assert_eq!(
@@ -286,6 +330,27 @@ mod tests {
         assert!(a
             .merge(&[kv(&"x".repeat(257), Value::IntValue(1))])
             .is_err());
+        a.set("a".into(), AttrValue::Bool(true));
+        a.set("r".into(), AttrValue::Int(2));
+        let keys: Vec<_> = a.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "k", "r"]);
+    }
+
+    #[test]
+    fn merging_many_keys_is_not_quadratic() {
+        // 200,000 distinct keys: a search per key would take minutes.
+        let kvs: Vec<_> = (0..200_000)
+            .map(|i| kv(&format!("k{i}"), Value::IntValue(i)))
+            .collect();
+        let start = std::time::Instant::now();
+        let mut a = Attributes::default();
+        a.merge(&kvs).unwrap();
+        assert_eq!(a.0.len(), 200_000);
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
