@@ -99,6 +99,18 @@ async fn post(
     req.body(body).send().await.unwrap()
 }
 
+/// Exports `req` in protobuf, expects the 200, and decodes the answer.
+async fn export_logs(
+    c: &reqwest::Client,
+    base: &str,
+    req: &ExportLogsServiceRequest,
+) -> ExportLogsServiceResponse {
+    let url = format!("{base}/v1/logs");
+    let resp = post(c, &url, PROTOBUF, None, req.encode_to_vec()).await;
+    assert_eq!(resp.status(), 200);
+    ExportLogsServiceResponse::decode(resp.bytes().await.unwrap()).unwrap()
+}
+
 /// A server whose sink delivers at once into `capture`.
 fn capturing_config(dir: &Path) -> Config {
     let mut c = test_config(dir);
@@ -264,16 +276,7 @@ async fn records_that_cannot_be_mapped_are_counted_in_partial_success_and_the_re
     let c = client();
     let huge = record(s(&"x".repeat(70_000)), 9);
     let req = logs_request(vec![record(s("ok"), 9), huge.clone()]);
-    let resp = post(
-        &c,
-        &server.url("/v1/logs"),
-        PROTOBUF,
-        None,
-        req.encode_to_vec(),
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    let answer = ExportLogsServiceResponse::decode(resp.bytes().await.unwrap()).unwrap();
+    let answer = export_logs(&c, &server.base, &req).await;
     let partial = answer.partial_success.expect("partial_success set");
     assert_eq!(partial.rejected_log_records, 1);
     assert!(
@@ -305,16 +308,7 @@ async fn records_that_cannot_be_mapped_are_counted_in_partial_success_and_the_re
         .contains("65536"));
 
     // Nothing mappable: 200, all counted, nothing stored.
-    let resp = post(
-        &c,
-        &server.url("/v1/logs"),
-        PROTOBUF,
-        None,
-        logs_request(vec![huge]).encode_to_vec(),
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    let answer = ExportLogsServiceResponse::decode(resp.bytes().await.unwrap()).unwrap();
+    let answer = export_logs(&c, &server.base, &logs_request(vec![huge])).await;
     assert_eq!(answer.partial_success.unwrap().rejected_log_records, 1);
 
     let s = stats(&c, &server.base).await;
@@ -472,16 +466,7 @@ async fn small_requests_that_would_take_gigabytes_are_refused_or_bounded() {
         .unwrap()
         .attributes
         .push(kv("blob", s(&"x".repeat(100_000))));
-    let resp = post(
-        &c,
-        &server.url("/v1/logs"),
-        PROTOBUF,
-        None,
-        req.encode_to_vec(),
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    let answer = ExportLogsServiceResponse::decode(resp.bytes().await.unwrap()).unwrap();
+    let answer = export_logs(&c, &server.base, &req).await;
     let partial = answer.partial_success.unwrap();
     assert!(
         partial.error_message.contains("max_body_bytes"),

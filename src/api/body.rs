@@ -10,7 +10,7 @@ use std::io::Read;
 use std::marker::PhantomData;
 
 use poem::{Body, Request, RequestBody};
-use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
+use poem_openapi::registry::{MetaMediaType, MetaRequest, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 
@@ -127,14 +127,36 @@ impl RawBody {
     }
 }
 
-/// A JSON request body (`POST /logs`, `POST /metrics`). `T` only names the
-/// schema shown in the OpenAPI document.
-pub struct JsonBody<T> {
+/// A request body as an endpoint documents it: `K` says which media types
+/// it reads, `T` names the JSON schema shown in the OpenAPI document.
+pub struct TypedBody<T, K> {
     pub raw: RawBody,
-    _schema: PhantomData<fn() -> T>,
+    _schema: PhantomData<fn() -> (T, K)>,
 }
 
-impl<'a, T: Type> ApiExtractor<'a> for JsonBody<T> {
+/// The media types of a `TypedBody`, for the OpenAPI document.
+pub trait MediaTypes {
+    const DESCRIPTION: &'static str;
+    fn content(json_schema: MetaSchemaRef) -> Vec<MetaMediaType>;
+}
+
+/// `POST /logs`, `POST /metrics`: JSON.
+pub struct JsonOnly;
+
+impl MediaTypes for JsonOnly {
+    const DESCRIPTION: &'static str = "JSON batch; Content-Encoding gzip or zstd accepted. \
+         max_body_bytes applies before and after decompression.";
+    fn content(json_schema: MetaSchemaRef) -> Vec<MetaMediaType> {
+        vec![MetaMediaType {
+            content_type: "application/json",
+            schema: json_schema,
+        }]
+    }
+}
+
+pub type JsonBody<T> = TypedBody<T, JsonOnly>;
+
+impl<'a, T: Type, K: MediaTypes> ApiExtractor<'a> for TypedBody<T, K> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
     type ParamType = ();
     type ParamRawType = ();
@@ -145,14 +167,8 @@ impl<'a, T: Type> ApiExtractor<'a> for JsonBody<T> {
 
     fn request_meta() -> Option<MetaRequest> {
         Some(MetaRequest {
-            description: Some(
-                "JSON batch; Content-Encoding gzip or zstd accepted. \
-                 max_body_bytes applies before and after decompression.",
-            ),
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: T::schema_ref(),
-            }],
+            description: Some(K::DESCRIPTION),
+            content: K::content(T::schema_ref()),
             required: true,
         })
     }
@@ -162,7 +178,7 @@ impl<'a, T: Type> ApiExtractor<'a> for JsonBody<T> {
         body: &mut RequestBody,
         _opts: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        Ok(JsonBody {
+        Ok(TypedBody {
             raw: RawBody::take(req, body),
             _schema: PhantomData,
         })

@@ -3,7 +3,6 @@
 //! map → durable append — answered the way OTLP clients expect: 200 with
 //! an Export response, or a `google.rpc.Status`, in the request's encoding.
 
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -13,19 +12,17 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
 };
 use poem::http::StatusCode;
-use poem::{IntoResponse, Request, RequestBody, Response};
+use poem::{IntoResponse, Response};
 use poem_openapi::param::Header;
 use poem_openapi::registry::{
-    MetaHeader, MetaMediaType, MetaRequest, MetaResponse, MetaResponses, Registry,
+    MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry,
 };
 use poem_openapi::types::{Binary, Type};
-use poem_openapi::{
-    ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, Object, OpenApi,
-};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 use prost::Message as _;
 
 use super::auth::Auth;
-use super::body::RawBody;
+use super::body::{MediaTypes, RawBody, TypedBody};
 use super::budget::Held;
 use super::error::{RateHeaders, Rejection};
 use super::ingest::{admit, off_reactor, scope, store, Prepared, OFFLOAD_BYTES};
@@ -216,53 +213,28 @@ fn truncate(s: &str, max: usize) -> String {
 
 // ------------------------------------------------------------ request body
 
-/// An OTLP request body. `T` only names the JSON schema in the OpenAPI
-/// document.
-pub struct OtlpBody<T> {
-    raw: RawBody,
-    _schema: PhantomData<fn() -> T>,
-}
+/// OTLP request bodies: protobuf or OTLP JSON.
+pub struct Otlp;
 
-impl<'a, T: Type> ApiExtractor<'a> for OtlpBody<T> {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
-    type ParamType = ();
-    type ParamRawType = ();
-
-    fn register(registry: &mut Registry) {
-        T::register(registry);
-    }
-
-    fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: Some(
-                "OTLP/HTTP request: protobuf or OTLP JSON; Content-Encoding gzip or \
-                 zstd accepted. max_body_bytes applies before and after decompression.",
-            ),
-            content: vec![
-                MetaMediaType {
-                    content_type: PROTOBUF,
-                    schema: Binary::<Vec<u8>>::schema_ref(),
-                },
-                MetaMediaType {
-                    content_type: JSON,
-                    schema: T::schema_ref(),
-                },
-            ],
-            required: true,
-        })
-    }
-
-    async fn from_request(
-        req: &'a Request,
-        body: &mut RequestBody,
-        _opts: ExtractParamOptions<()>,
-    ) -> poem::Result<Self> {
-        Ok(OtlpBody {
-            raw: RawBody::take(req, body),
-            _schema: PhantomData,
-        })
+impl MediaTypes for Otlp {
+    const DESCRIPTION: &'static str = "OTLP/HTTP request: protobuf or OTLP JSON; \
+         Content-Encoding gzip or zstd accepted. max_body_bytes applies before and after \
+         decompression.";
+    fn content(json_schema: MetaSchemaRef) -> Vec<MetaMediaType> {
+        vec![
+            MetaMediaType {
+                content_type: PROTOBUF,
+                schema: Binary::<Vec<u8>>::schema_ref(),
+            },
+            MetaMediaType {
+                content_type: JSON,
+                schema: json_schema,
+            },
+        ]
     }
 }
+
+type OtlpBody<T> = TypedBody<T, Otlp>;
 
 // ------------------------------------------------------------ responses
 

@@ -4,7 +4,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord as OtlpRecord;
 
 use super::value::{self, Attributes};
-use super::{resource_name, Context, Mapped, Rejects, Room};
+use super::{resource_base, scope_base, Context, Mapped, Rejects, Room};
 use crate::model::{AttrValue, Batch, Entries, Level, LogRecord, MAX_MESSAGE_BYTES};
 
 /// Maps every record it can; each one it cannot is counted with its reason.
@@ -15,16 +15,9 @@ pub fn map(req: ExportLogsServiceRequest, ctx: &Context) -> Mapped {
     let mut rejects = Rejects::default();
     let mut room = Room::new(ctx);
     for (ri, rl) in req.resource_logs.into_iter().enumerate() {
-        let resource = rl.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        let names = resource_name(resource, "service.name", "unknown_service")
-            .and_then(|s| resource_name(resource, "host.name", "unknown").map(|h| (s, h)));
-        let mut base = Attributes::default();
-        let base = names.and_then(|n| base.merge(resource).map(|()| (n, base)));
+        let base = resource_base(rl.resource.as_ref());
         for (si, sl) in rl.scope_logs.into_iter().enumerate() {
-            let scoped = base.clone().and_then(|(names, mut attrs)| {
-                let scope = sl.scope.as_ref().map_or(&[][..], |s| &s.attributes[..]);
-                attrs.merge(scope).map(|()| (names, attrs))
-            });
+            let scoped = scope_base(&base, sl.scope.as_ref());
             let at = |li: usize| format!("resourceLogs[{ri}].scopeLogs[{si}].logRecords[{li}]");
             let ((service, host), attrs) = match scoped {
                 Ok(s) => s,

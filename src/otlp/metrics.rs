@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 
 use super::value::{self, Attributes};
-use super::{resource_name, Context, Mapped, Rejects, Room};
+use super::{resource_base, scope_base, Context, Mapped, Rejects, Room};
 use crate::model::{AttrValue, Batch, Entries, MetricRecord, MetricType, MAX_NAME_BYTES};
 
 /// What every entry of one metric shares.
@@ -90,16 +90,9 @@ pub fn map(req: ExportMetricsServiceRequest, ctx: &Context) -> Mapped {
     let mut rejects = Rejects::default();
     let mut room = Room::new(ctx);
     for (ri, rm) in req.resource_metrics.iter().enumerate() {
-        let resource = rm.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        let names = resource_name(resource, "service.name", "unknown_service")
-            .and_then(|s| resource_name(resource, "host.name", "unknown").map(|h| (s, h)));
-        let mut base = Attributes::default();
-        let base = names.and_then(|n| base.merge(resource).map(|()| (n, base)));
+        let base = resource_base(rm.resource.as_ref());
         for (si, sm) in rm.scope_metrics.iter().enumerate() {
-            let scoped = base.clone().and_then(|(names, mut attrs)| {
-                let scope = sm.scope.as_ref().map_or(&[][..], |s| &s.attributes[..]);
-                attrs.merge(scope).map(|()| (names, attrs))
-            });
+            let scoped = scope_base(&base, sm.scope.as_ref());
             for (mi, metric) in sm.metrics.iter().enumerate() {
                 let at = || format!("resourceMetrics[{ri}].scopeMetrics[{si}].metrics[{mi}]");
                 let points = points_in(metric);

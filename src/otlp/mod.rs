@@ -138,6 +138,31 @@ impl Rejects {
     }
 }
 
+/// What every entry of a resource (and scope) shares: its service and
+/// host, and the attributes merged so far; or why its records are rejected.
+type Base = Result<(Names, value::Attributes), String>;
+
+/// `service` and `host`.
+type Names = (String, String);
+
+fn resource_base(resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> Base {
+    let attrs = resource.map_or(&[][..], |r| &r.attributes[..]);
+    let service = resource_name(attrs, "service.name", "unknown_service")?;
+    let host = resource_name(attrs, "host.name", "unknown")?;
+    let mut merged = value::Attributes::default();
+    merged.merge(attrs)?;
+    Ok(((service, host), merged))
+}
+
+fn scope_base(
+    base: &Base,
+    scope: Option<&opentelemetry_proto::tonic::common::v1::InstrumentationScope>,
+) -> Base {
+    let (names, mut attrs) = base.clone()?;
+    attrs.merge(scope.map_or(&[][..], |s| &s.attributes[..]))?;
+    Ok((names, attrs))
+}
+
 /// The name a resource gives itself (`service.name`, `host.name`), or the
 /// default; at most `MAX_NAME_BYTES`, or the resource's records are
 /// rejected.
