@@ -56,9 +56,8 @@ pub enum Rejection {
     },
     UnsupportedMediaType(String),
     /// A body that would decode into more memory than the in-flight budget
-    /// holds (OTLP: `elements` messages or objects).
+    /// holds (OTLP).
     TooComplex {
-        elements: usize,
         decoded: u64,
         budget: u64,
     },
@@ -175,16 +174,11 @@ impl Rejection {
                 None,
             ),
             Rejection::UnsupportedMediaType(why) => (415, why.clone(), None),
-            Rejection::TooComplex {
-                elements,
-                decoded,
-                budget,
-            } => (
+            Rejection::TooComplex { decoded, budget } => (
                 413,
                 format!(
-                    "The body holds {elements} records, attributes and values: about \
-                     {decoded} bytes once decoded, more than server.max_inflight_bytes \
-                     ({budget}); send smaller batches"
+                    "The body would take about {decoded} bytes once decoded, more than \
+                     server.max_inflight_bytes ({budget}) allows; send smaller batches"
                 ),
                 None,
             ),

@@ -139,11 +139,17 @@ impl OtlpApi {
                 "empty body: send an OTLP Export request (protobuf or JSON)".into(),
             ));
         }
-        let large = bytes.len() > OFFLOAD_BYTES;
+        // What decoding will take is charged before it is taken: here for
+        // a small body (a scan of microseconds), on the blocking pool for a
+        // large one. A small body that decodes large is mapped there too.
+        let small = bytes.len() <= OFFLOAD_BYTES;
+        let large =
+            !small || charge_decoding(state, kind, format, &bytes, &mut held)? > 4 * OFFLOAD_BYTES;
         let shared = self.state.clone();
         let (prepared, rejected, message, _held) = off_reactor(large, move || {
-            // What decoding will take is charged before it is taken.
-            charge_decoding(&shared, kind, format, &bytes, &mut held)?;
+            if !small {
+                charge_decoding(&shared, kind, format, &bytes, &mut held)?;
+            }
             let mapped = match kind {
                 Kind::Logs => otlp::map_logs(
                     otlp::decode_logs(&bytes, format).map_err(Rejection::Undecodable)?,
@@ -179,28 +185,33 @@ impl OtlpApi {
 
 /// Takes the memory the decoded request will hold from the in-flight
 /// budget (`server.max_inflight_bytes`): a 503 when it is spent for now, a
-/// 413 when the request alone could never fit.
+/// 413 when the request alone could never fit. Returns the bytes charged.
 fn charge_decoding(
     state: &AppState,
     kind: Kind,
     format: Format,
     bytes: &[u8],
     held: &mut Held,
-) -> Result<(), Rejection> {
-    let elements = match format {
-        Format::Protobuf => otlp::scan::protobuf_elements(bytes, kind == Kind::Metrics),
-        Format::Json => otlp::scan::json_elements(bytes),
+) -> Result<usize, Rejection> {
+    let decoded = match format {
+        Format::Protobuf => otlp::scan::protobuf_decoded_bytes(bytes, kind == Kind::Metrics)
+            .map_err(Rejection::Undecodable)?,
+        Format::Json => otlp::scan::json_decoded_bytes(bytes),
     };
-    let decoded = elements.saturating_mul(otlp::scan::BYTES_PER_ELEMENT);
-    let budget = state.config.server.max_inflight_bytes;
+    // One take is at most u32::MAX bytes (the semaphore's unit).
+    let budget = state
+        .config
+        .server
+        .max_inflight_bytes
+        .min(u64::from(u32::MAX));
     if decoded as u64 > budget {
         return Err(Rejection::TooComplex {
-            elements,
             decoded: decoded as u64,
             budget,
         });
     }
-    state.inflight.take(held, decoded)
+    state.inflight.take(held, decoded)?;
+    Ok(decoded)
 }
 
 fn truncate(s: &str, max: usize) -> String {

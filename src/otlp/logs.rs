@@ -4,7 +4,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord as OtlpRecord;
 
 use super::value::{self, Attributes};
-use super::{resource_base, scope_base, Context, Mapped, Rejects, Room};
+use super::{base_weight, resource_base, scope_base, Context, Mapped, Rejects, Room};
 use crate::model::{AttrValue, Batch, Entries, Level, LogRecord, MAX_MESSAGE_BYTES};
 
 /// Maps every record it can; each one it cannot is counted with its reason.
@@ -17,27 +17,42 @@ pub fn map(req: ExportLogsServiceRequest, ctx: &Context) -> Mapped {
     for (ri, rl) in req.resource_logs.into_iter().enumerate() {
         let base = resource_base(rl.resource.as_ref());
         for (si, sl) in rl.scope_logs.into_iter().enumerate() {
-            let scoped = scope_base(&base, sl.scope.as_ref());
             let at = |li: usize| format!("resourceLogs[{ri}].scopeLogs[{si}].logRecords[{li}]");
+            let n = sl.log_records.len();
+            if n == 0 {
+                continue;
+            }
+            // Merging the scope copies the resource's attributes: only when
+            // an entry of them still fits, and that copy is paid for.
+            let resource_weight = base
+                .as_ref()
+                .map_or(0, |((service, host), a)| base_weight(service, host, a));
+            let scoped = room
+                .check(1, resource_weight)
+                .and_then(|()| scope_base(&base, sl.scope.as_ref()));
             let ((service, host), attrs) = match scoped {
                 Ok(s) => s,
                 Err(why) => {
-                    let n = sl.log_records.len() as i64;
-                    if n > 0 {
-                        rejects.add(n, || format!("{}: {why}", at(0)));
-                    }
+                    rejects.add(n as i64, || format!("{}: {why}", at(0)));
                     continue;
                 }
             };
-            out.reserve(sl.log_records.len().min(room.entries));
-            let fixed = service.len() + host.len() + attrs.weight();
+            room.take(0, resource_weight);
+            out.reserve(n.min(room.entries));
+            let fixed = base_weight(&service, &host, &attrs);
             for (li, record) in sl.log_records.into_iter().enumerate() {
-                // What every entry copies is checked before it is copied.
-                let mapped = room
-                    .check(1, fixed)
-                    .and_then(|()| entry(record, &service, &host, &attrs, ctx))
+                // What every entry copies is checked before it is copied, and
+                // paid for whether the entry is kept or not: the copying a
+                // request can cause is bounded by the room.
+                let mapped = precheck(&record)
+                    .and_then(|()| room.check(1, fixed))
+                    .and_then(|()| {
+                        let e = entry(record, &service, &host, &attrs, ctx);
+                        room.take(0, fixed);
+                        e
+                    })
                     .and_then(|e| {
-                        let bytes = weight(&e);
+                        let bytes = weight(&e).saturating_sub(fixed);
                         room.check(1, bytes).map(|()| (e, bytes))
                     });
                 match mapped {
@@ -101,11 +116,19 @@ fn entry(
 
 /// The bytes an entry counts against `Context::max_bytes`.
 fn weight(e: &LogRecord) -> usize {
-    e.message.len()
+    super::ENTRY_OVERHEAD
+        + e.message.len()
         + e.timestamp.len()
         + e.service.len()
         + e.host.len()
         + value::weight_of(&e.attributes)
+}
+
+/// What can be judged of a record before anything is copied for it.
+fn precheck(r: &OtlpRecord) -> Result<(), String> {
+    r.attributes
+        .iter()
+        .try_for_each(|kv| value::check_key(&kv.key))
 }
 
 /// `severity_number` by its bands, else `severity_text` as on `/logs`,
@@ -385,8 +408,9 @@ mod tests {
             request(vec![blob], vec![], vec![OtlpRecord::default(); 1000]),
             &c,
         );
-        assert_eq!(m.batch.unwrap().len(), 9, "9 copies of 100 kB fit in 1 MB");
-        assert_eq!(m.rejected, 991);
+        // 1 MB holds 9 copies of 100 kB: the scope's merge and 8 entries.
+        assert_eq!(m.batch.unwrap().len(), 8);
+        assert_eq!(m.rejected, 992);
         assert!(
             m.error_message.contains("server.max_body_bytes (1000000)"),
             "{}",

@@ -57,12 +57,13 @@ impl Point<'_> {
         }
         // Checked before the entry is built: a point with a million
         // quantiles stops at the limit, not after.
-        let bytes = name.len()
+        let bytes = super::ENTRY_OVERHEAD
+            + name.len()
             + self.timestamp.len()
             + self.series.service.len()
             + self.series.host.len()
             + self.attrs.weight()
-            + extra.as_ref().map_or(0, |(k, v)| k.len() + v.len());
+            + extra.as_ref().map_or(0, |(k, v)| 56 + k.len() + v.len());
         self.room.check(self.out.len() + 1, self.bytes + bytes)?;
         self.bytes += bytes;
         let mut attributes = self.attrs.clone();
@@ -92,7 +93,20 @@ pub fn map(req: ExportMetricsServiceRequest, ctx: &Context) -> Mapped {
     for (ri, rm) in req.resource_metrics.iter().enumerate() {
         let base = resource_base(rm.resource.as_ref());
         for (si, sm) in rm.scope_metrics.iter().enumerate() {
-            let scoped = scope_base(&base, sm.scope.as_ref());
+            if sm.metrics.is_empty() {
+                continue;
+            }
+            // Merging the scope copies the resource's attributes: only when
+            // an entry of them still fits, and that copy is paid for.
+            let resource_weight = base.as_ref().map_or(0, |((service, host), a)| {
+                super::base_weight(service, host, a)
+            });
+            let scoped = room
+                .check(1, resource_weight)
+                .and_then(|()| scope_base(&base, sm.scope.as_ref()));
+            if scoped.is_ok() {
+                room.take(0, resource_weight);
+            }
             for (mi, metric) in sm.metrics.iter().enumerate() {
                 let at = || format!("resourceMetrics[{ri}].scopeMetrics[{si}].metrics[{mi}]");
                 let points = points_in(metric);
@@ -179,10 +193,20 @@ fn map_metric(
     out: &mut Vec<MetricRecord>,
     reject: &mut dyn FnMut(usize, String),
 ) {
+    // What every entry of this series copies.
+    let fixed = super::base_weight(series.service, series.host, series.base);
     let mut each = |i: usize,
                     attributes: &[KeyValue],
                     time: u64,
+                    pre: Result<(), String>,
                     fill: &dyn Fn(&mut Point) -> Result<(), String>| {
+        // Judged before anything is copied; the copy of the base is paid
+        // for whether the point is kept or not, so the copying a request
+        // can cause is bounded by the room.
+        if let Err(why) = pre.and_then(|()| room.check(1, fixed)) {
+            return reject(i, why);
+        }
+        room.take(0, fixed);
         let mut point = Point {
             series,
             timestamp: value::time_of(time).unwrap_or_else(|| ctx.received_at.clone()),
@@ -200,7 +224,7 @@ fn map_metric(
             Ok(()) => {
                 let (entries, bytes) = (point.out.len(), point.bytes);
                 out.append(&mut point.out);
-                room.take(entries, bytes);
+                room.take(entries, bytes.saturating_sub(fixed));
             }
         }
     };
@@ -208,7 +232,7 @@ fn map_metric(
         None => {}
         Some(Data::Gauge(g)) => {
             for (i, p) in g.data_points.iter().enumerate() {
-                each(i, &p.attributes, p.time_unix_nano, &|pt| {
+                each(i, &p.attributes, p.time_unix_nano, has_value(p), &|pt| {
                     number(pt, p, MetricType::Gauge)
                 });
             }
@@ -220,29 +244,48 @@ fn map_metric(
                 MetricType::Gauge
             };
             for (i, p) in s.data_points.iter().enumerate() {
-                each(i, &p.attributes, p.time_unix_nano, &|pt| number(pt, p, ty));
+                each(i, &p.attributes, p.time_unix_nano, has_value(p), &|pt| {
+                    number(pt, p, ty)
+                });
             }
         }
         Some(Data::Histogram(h)) => {
             for (i, p) in h.data_points.iter().enumerate() {
-                each(i, &p.attributes, p.time_unix_nano, &|pt| histogram(pt, p));
+                each(
+                    i,
+                    &p.attributes,
+                    p.time_unix_nano,
+                    no_recorded_value(p.flags),
+                    &|pt| histogram(pt, p),
+                );
             }
         }
         Some(Data::ExponentialHistogram(h)) => {
             for (i, p) in h.data_points.iter().enumerate() {
-                each(i, &p.attributes, p.time_unix_nano, &|pt| {
-                    no_recorded_value(p.flags)?;
-                    pt.push("_count", p.count as f64, MetricType::Counter, None)?;
-                    match p.sum {
-                        Some(sum) => pt.push("_sum", sum, MetricType::Counter, None),
-                        None => Ok(()),
-                    }
-                });
+                each(
+                    i,
+                    &p.attributes,
+                    p.time_unix_nano,
+                    no_recorded_value(p.flags),
+                    &|pt| {
+                        pt.push("_count", p.count as f64, MetricType::Counter, None)?;
+                        match p.sum {
+                            Some(sum) => pt.push("_sum", sum, MetricType::Counter, None),
+                            None => Ok(()),
+                        }
+                    },
+                );
             }
         }
         Some(Data::Summary(s)) => {
             for (i, p) in s.data_points.iter().enumerate() {
-                each(i, &p.attributes, p.time_unix_nano, &|pt| summary(pt, p));
+                each(
+                    i,
+                    &p.attributes,
+                    p.time_unix_nano,
+                    no_recorded_value(p.flags),
+                    &|pt| summary(pt, p),
+                );
             }
         }
     }
@@ -256,8 +299,19 @@ fn no_recorded_value(flags: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn number(pt: &mut Point, p: &NumberDataPoint, ty: MetricType) -> Result<(), String> {
+/// A number point with a value, judged before anything is copied.
+fn has_value(p: &NumberDataPoint) -> Result<(), String> {
     no_recorded_value(p.flags)?;
+    match p.value {
+        Some(Number::AsDouble(d)) if !d.is_finite() => {
+            Err(format!("the value is {d}; it must be finite"))
+        }
+        Some(_) => Ok(()),
+        None => Err("the point has no value (asDouble or asInt)".into()),
+    }
+}
+
+fn number(pt: &mut Point, p: &NumberDataPoint, ty: MetricType) -> Result<(), String> {
     let v = match p.value {
         Some(Number::AsDouble(d)) => d,
         Some(Number::AsInt(i)) => i as f64,
@@ -267,7 +321,6 @@ fn number(pt: &mut Point, p: &NumberDataPoint, ty: MetricType) -> Result<(), Str
 }
 
 fn histogram(pt: &mut Point, p: &HistogramDataPoint) -> Result<(), String> {
-    no_recorded_value(p.flags)?;
     pt.push("_count", p.count as f64, MetricType::Counter, None)?;
     if let Some(sum) = p.sum {
         pt.push("_sum", sum, MetricType::Counter, None)?;
@@ -304,7 +357,6 @@ fn histogram(pt: &mut Point, p: &HistogramDataPoint) -> Result<(), String> {
 }
 
 fn summary(pt: &mut Point, p: &SummaryDataPoint) -> Result<(), String> {
-    no_recorded_value(p.flags)?;
     for q in &p.quantile_values {
         if !q.quantile.is_finite() {
             return Err(format!("quantile {} is not finite", q.quantile));

@@ -62,6 +62,15 @@ pub struct Context {
     pub max_bytes: usize,
 }
 
+/// Memory an entry takes besides its text and attributes (the struct and
+/// its allocations).
+const ENTRY_OVERHEAD: usize = 128;
+
+/// What one entry of a base copies: service, host and attributes.
+fn base_weight(service: &str, host: &str, attrs: &value::Attributes) -> usize {
+    ENTRY_OVERHEAD + service.len() + host.len() + attrs.weight()
+}
+
 /// What a request may still map to.
 struct Room {
     entries: usize,

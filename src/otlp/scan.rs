@@ -7,10 +7,15 @@
 //! tags and lengths only, lets the caller charge that memory to the
 //! in-flight budget — or refuse — before decoding.
 
-/// What one decoded message (or JSON object) is charged: about the size of
-/// the largest generated structs (`LogRecord`, `HistogramDataPoint`) with
-/// the decoder's spare capacity.
-pub const BYTES_PER_ELEMENT: usize = 256;
+/// What one decoded message is charged: about the size of the largest
+/// generated structs (`LogRecord`, `HistogramDataPoint`) with the decoder's
+/// spare capacity.
+pub const BYTES_PER_MESSAGE: usize = 256;
+/// A JSON object or array: it decodes into a mirror struct that is then
+/// converted, so both exist at once (measured: ~540 bytes per `{}` record).
+pub const BYTES_PER_JSON_CONTAINER: usize = 600;
+/// A scalar in a JSON array, or a string or varint in a repeated field.
+pub const BYTES_PER_ITEM: usize = 24;
 
 /// The messages of an OTLP protobuf request that decode into structs; the
 /// fields that are neither messages nor packed varints cost no more decoded
@@ -41,6 +46,7 @@ enum M {
     AnyValue,
     ArrayValue,
     KvList,
+    EntityRef,
     Leaf,
 }
 
@@ -74,7 +80,7 @@ impl M {
             (ExpHistogramPoint, 8 | 9) => Buckets,
             (SummaryPoint, 6) => Leaf,
             (Resource, 1) | (Scope, 3) | (KvList, 1) => KeyValue,
-            (Resource, 3) => Leaf,
+            (Resource, 3) => EntityRef,
             (KeyValue, 2) | (ArrayValue, 1) => AnyValue,
             (AnyValue, 5) => ArrayValue,
             (AnyValue, 6) => KvList,
@@ -86,61 +92,71 @@ impl M {
 /// prost refuses deeper nesting; no need to count below it.
 const MAX_DEPTH: usize = 100;
 
-/// Messages in an OTLP protobuf logs (`metrics = false`) or metrics request.
-/// A malformed body is counted as far as it reads: the decoder refuses it.
-pub fn protobuf_elements(body: &[u8], metrics: bool) -> usize {
+/// Bytes an OTLP protobuf logs (`metrics = false`) or metrics request will
+/// take once decoded. A body it cannot walk — truncated, a bad wire type,
+/// a group (OTLP has none; prost would skip one unseen) — is refused.
+pub fn protobuf_decoded_bytes(body: &[u8], metrics: bool) -> Result<usize, String> {
     let root = if metrics {
         M::MetricsRequest
     } else {
         M::LogsRequest
     };
-    let mut count = 0;
-    walk(body, root, 0, &mut count);
-    count
+    let mut bytes = 0;
+    walk(body, root, 0, &mut bytes)?;
+    Ok(bytes)
 }
 
-fn walk(mut buf: &[u8], m: M, depth: usize, count: &mut usize) {
+fn walk(mut buf: &[u8], m: M, depth: usize, bytes: &mut usize) -> Result<(), String> {
+    let truncated = || "malformed protobuf: a field runs past the end of its message".to_string();
     while !buf.is_empty() {
-        let Some(key) = varint(&mut buf) else { return };
+        let key = varint(&mut buf).ok_or_else(truncated)?;
         let (field, wire) = (key >> 3, key & 7);
         match wire {
             0 => {
-                if varint(&mut buf).is_none() {
-                    return;
+                varint(&mut buf).ok_or_else(truncated)?;
+                // Unpacked repeated varints (bucket counts): 8 bytes each
+                // decoded from 2 on the wire.
+                if matches!(m, M::Buckets) {
+                    *bytes += BYTES_PER_ITEM;
                 }
             }
             1 | 5 => {
                 let n = if wire == 1 { 8 } else { 4 };
                 if buf.len() < n {
-                    return;
+                    return Err(truncated());
                 }
                 buf = &buf[n..];
             }
             2 => {
-                let Some(len) = varint(&mut buf).and_then(|l| usize::try_from(l).ok()) else {
-                    return;
-                };
-                if buf.len() < len {
-                    return;
-                }
+                let len = varint(&mut buf)
+                    .and_then(|l| usize::try_from(l).ok())
+                    .filter(|l| *l <= buf.len())
+                    .ok_or_else(truncated)?;
                 let (inner, rest) = buf.split_at(len);
                 buf = rest;
                 match (m, field, m.child(field)) {
                     // Packed varint bucket counts: 1 byte each on the wire,
                     // 8 decoded.
-                    (M::Buckets, 2, _) => *count += len / (BYTES_PER_ELEMENT / 8),
+                    (M::Buckets, 2, _) => *bytes += len * 8,
+                    // EntityRef's repeated strings: a String each.
+                    (M::EntityRef, 3 | 4, _) => *bytes += BYTES_PER_ITEM,
                     (_, _, Some(child)) => {
-                        *count += 1;
+                        *bytes += BYTES_PER_MESSAGE;
                         if depth < MAX_DEPTH {
-                            walk(inner, child, depth + 1, count);
+                            walk(inner, child, depth + 1, bytes)?;
                         }
                     }
                     _ => {}
                 }
             }
-            _ => return,
+            w => {
+                return Err(format!(
+                    "malformed protobuf: wire type {w} (groups are not OTLP)"
+                ))
+            }
         }
     }
+    Ok(())
 }
 
 fn varint(buf: &mut &[u8]) -> Option<u64> {
@@ -155,9 +171,15 @@ fn varint(buf: &mut &[u8]) -> Option<u64> {
     None
 }
 
-/// Objects in a JSON body (outside strings): each decodes into a struct.
-pub fn json_elements(body: &[u8]) -> usize {
-    let (mut count, mut in_string, mut escaped) = (0, false, false);
+/// serde_json refuses deeper nesting (a 400); nothing below it is decoded.
+const JSON_MAX_DEPTH: usize = 128;
+
+/// Bytes a JSON body will take once decoded: every object and array
+/// (serde also reads a struct from an array), and every item of an array,
+/// outside strings and above the depth serde_json refuses.
+pub fn json_decoded_bytes(body: &[u8]) -> usize {
+    let (mut containers, mut items, mut depth) = (0, 0, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
     for &b in body {
         if in_string {
             if escaped {
@@ -167,13 +189,22 @@ pub fn json_elements(body: &[u8]) -> usize {
             } else if b == b'"' {
                 in_string = false;
             }
-        } else if b == b'"' {
-            in_string = true;
-        } else if b == b'{' {
-            count += 1;
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth <= JSON_MAX_DEPTH {
+                    containers += 1;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth <= JSON_MAX_DEPTH => items += 1,
+            _ => {}
         }
     }
-    count
+    containers * BYTES_PER_JSON_CONTAINER + items * BYTES_PER_ITEM
 }
 
 #[cfg(test)]
@@ -214,8 +245,8 @@ mod tests {
         };
         // 1 ResourceLogs + 1 ScopeLogs + 10 × (record + 2 × (KeyValue + AnyValue + ArrayValue + 3 AnyValues)).
         assert_eq!(
-            protobuf_elements(&req.encode_to_vec(), false),
-            2 + 10 * (1 + 2 * 6)
+            protobuf_decoded_bytes(&req.encode_to_vec(), false).unwrap(),
+            (2 + 10 * (1 + 2 * 6)) * BYTES_PER_MESSAGE
         );
         let req = ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
@@ -231,7 +262,10 @@ mod tests {
                 ..Default::default()
             }],
         };
-        assert_eq!(protobuf_elements(&req.encode_to_vec(), true), 4 + 7);
+        assert_eq!(
+            protobuf_decoded_bytes(&req.encode_to_vec(), true).unwrap(),
+            (4 + 7) * BYTES_PER_MESSAGE
+        );
     }
 
     #[test]
@@ -248,15 +282,38 @@ mod tests {
         };
         let body = req.encode_to_vec();
         assert!(body.len() < 3 * n);
-        assert_eq!(protobuf_elements(&body, false), n + 2);
-        // Truncated: the outer message's length runs past the end, so
-        // nothing is counted; the decoder refuses the body anyway.
-        assert_eq!(protobuf_elements(&body[..body.len() / 2], false), 0);
+        assert_eq!(
+            protobuf_decoded_bytes(&body, false).unwrap(),
+            (n + 2) * BYTES_PER_MESSAGE
+        );
+        // A group that prost would skip unseen hides nothing: refused.
+        let hidden = [&[0x7b, 0x7c][..], &body].concat();
+        assert!(protobuf_decoded_bytes(&hidden, false).is_err());
+        assert!(protobuf_decoded_bytes(&body[..body.len() / 2], false).is_err());
     }
 
     #[test]
-    fn json_objects_are_counted_outside_strings() {
-        assert_eq!(json_elements(br#"{"a":[{},{"b":"{\"{"}]}"#), 3);
-        assert_eq!(json_elements(b"[]"), 0);
+    fn entity_ref_strings_and_unpacked_bucket_counts_are_charged() {
+        // Resource { entity_refs: [EntityRef { id_keys: ["", ""] }] }
+        let entity = [0x1a, 0x00, 0x1a, 0x00];
+        let resource = [&[0x1a, entity.len() as u8][..], &entity].concat();
+        let resource_logs = [&[0x0a, resource.len() as u8][..], &resource].concat();
+        let body = [&[0x0a, resource_logs.len() as u8][..], &resource_logs].concat();
+        assert_eq!(
+            protobuf_decoded_bytes(&body, false).unwrap(),
+            3 * BYTES_PER_MESSAGE + 2 * BYTES_PER_ITEM
+        );
+    }
+
+    #[test]
+    fn json_containers_and_items_are_counted_outside_strings() {
+        let c = BYTES_PER_JSON_CONTAINER;
+        assert_eq!(
+            json_decoded_bytes(br#"{"a":[{},{"b":"{\"{,["}]}"#),
+            4 * c + BYTES_PER_ITEM
+        );
+        // Structs written as arrays, and scalars in arrays, count too.
+        assert_eq!(json_decoded_bytes(b"[[],[]]"), 3 * c + BYTES_PER_ITEM);
+        assert_eq!(json_decoded_bytes(b"[0,0,0]"), c + 2 * BYTES_PER_ITEM);
     }
 }

@@ -175,6 +175,9 @@ impl Attributes {
     /// Sorts by key (stable: equal keys stay in the order added) and keeps
     /// the value added last for each key.
     fn settle(&mut self) {
+        if self.0.len() < 2 {
+            return;
+        }
         self.0.sort_by(|a, b| a.0.cmp(&b.0));
         self.0.dedup_by(|later, kept| {
             if later.0 == kept.0 {
@@ -187,20 +190,26 @@ impl Attributes {
     }
 }
 
-/// Bytes of keys and values of an attribute list (8 for a number or bool).
+/// Memory an attribute takes besides its text: the tuple and the key's
+/// allocation.
+const ATTRIBUTE_OVERHEAD: usize = 56;
+
+/// Bytes an attribute list takes in memory: keys, string values and what
+/// each attribute costs besides.
 pub fn weight_of(list: &[(String, AttrValue)]) -> usize {
     list.iter()
         .map(|(k, v)| {
-            k.len()
+            ATTRIBUTE_OVERHEAD
+                + k.len()
                 + match v {
                     AttrValue::Str(s) => s.len(),
-                    _ => 8,
+                    _ => 0,
                 }
         })
         .sum()
 }
 
-fn check_key(key: &str) -> Result<(), String> {
+pub fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() || key.len() > MAX_NAME_BYTES {
         return Err(format!(
             "attribute key `{}` must be 1 to {MAX_NAME_BYTES} bytes",
