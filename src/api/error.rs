@@ -56,7 +56,7 @@ pub enum Rejection {
     },
     UnsupportedMediaType(String),
     /// A body that would decode into more memory than the in-flight budget
-    /// holds (OTLP).
+    /// holds.
     TooComplex {
         decoded: u64,
         budget: u64,

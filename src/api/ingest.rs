@@ -128,7 +128,15 @@ impl IngestApi {
             max_batch_entries: state.config.server.max_batch_entries,
         };
         let large = bytes.len() > OFFLOAD_BYTES;
+        let shared = self.state.clone();
         let prepared = off_reactor(large, move || {
+            // NOTE: `{},` is 3 bytes of JSON but a few hundred parsed, so a
+            // 10 MB body of empty entries took ~1 GB before validation
+            // refused it. A body that would parse into more than the whole
+            // in-flight budget is refused before parsing. (Not charged: a
+            // valid batch of max_batch_entries at the smallest budget the
+            // config allows must still fit.)
+            refuse_beyond_budget(&shared, crate::otlp::scan::json_decoded_bytes(&bytes))?;
             let batch = parse(kind, &bytes, limits)?;
             Ok(Prepared::new(&batch, scope, &bytes))
         })
@@ -219,6 +227,31 @@ pub(super) async fn off_reactor<T: Send + 'static>(
     } else {
         work()
     }
+}
+
+/// Takes `decoded` bytes — what a body will take once parsed — from the
+/// in-flight budget (`server.max_inflight_bytes`) with the body: a 503 when
+/// it is spent for now, a 413 when the request alone could never fit.
+pub(super) fn charge(state: &AppState, decoded: usize, held: &mut Held) -> Result<(), Rejection> {
+    refuse_beyond_budget(state, decoded)?;
+    state.inflight.take(held, decoded)
+}
+
+/// A 413 when a body would parse into more than the whole in-flight budget.
+fn refuse_beyond_budget(state: &AppState, decoded: usize) -> Result<(), Rejection> {
+    // One take is at most u32::MAX bytes (the semaphore's unit).
+    let budget = state
+        .config
+        .server
+        .max_inflight_bytes
+        .min(u64::from(u32::MAX));
+    if decoded as u64 > budget {
+        return Err(Rejection::TooComplex {
+            decoded: decoded as u64,
+            budget,
+        });
+    }
+    Ok(())
 }
 
 /// A batch as stored: its sequence number and the figures the answer gives.

@@ -25,7 +25,7 @@ use super::auth::Auth;
 use super::body::{MediaTypes, RawBody, TypedBody};
 use super::budget::Held;
 use super::error::{RateHeaders, Rejection};
-use super::ingest::{admit, off_reactor, scope, store, Prepared, OFFLOAD_BYTES};
+use super::ingest::{admit, charge, off_reactor, scope, store, Prepared, OFFLOAD_BYTES};
 use super::AppState;
 use crate::model::{self, Kind, MAX_NAME_BYTES};
 use crate::otlp::{self, Format};
@@ -198,19 +198,7 @@ fn charge_decoding(
             .map_err(Rejection::Undecodable)?,
         Format::Json => otlp::scan::json_decoded_bytes(bytes),
     };
-    // One take is at most u32::MAX bytes (the semaphore's unit).
-    let budget = state
-        .config
-        .server
-        .max_inflight_bytes
-        .min(u64::from(u32::MAX));
-    if decoded as u64 > budget {
-        return Err(Rejection::TooComplex {
-            decoded: decoded as u64,
-            budget,
-        });
-    }
-    state.inflight.take(held, decoded)?;
+    charge(state, decoded, held)?;
     Ok(decoded)
 }
 

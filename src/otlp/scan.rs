@@ -1,5 +1,5 @@
 //! How much memory a request will take once decoded, counted before it is
-//! decoded.
+//! decoded (the JSON count serves `/logs` and `/metrics` too).
 //!
 //! NOTE: a log record costs 2 bytes of protobuf (or 3 of JSON, `{},`) but
 //! about 190 bytes as a decoded struct, so a 10 MiB body of empty records
