@@ -212,9 +212,14 @@ impl Server {
     }
 }
 
-/// A batch body of `n` varied log entries (~250 B each).
-pub fn log_batch_body(n: usize, salt: usize) -> Vec<u8> {
-    const LEVELS: [&str; 5] = ["DEBUG", "INFO", "INFO", "WARNING", "ERROR"];
+/// The `i`th entry of a body with this salt: the number every field of a
+/// bench entry derives from (shared with the OTLP twin, `otlp.rs`).
+pub(crate) fn entry_key(salt: usize, i: usize) -> usize {
+    salt.wrapping_mul(7919).wrapping_add(i * 104_729)
+}
+
+/// The message of entry `k`, like an access log line.
+pub(crate) fn entry_message(k: usize) -> String {
     const PATHS: [&str; 6] = [
         "/api/v1/items",
         "/api/v1/users",
@@ -223,16 +228,27 @@ pub fn log_batch_body(n: usize, salt: usize) -> Vec<u8> {
         "/search",
         "/health",
     ];
+    format!(
+        "GET {}/{} status={} took={}ms user=u{:06} trace={:016x}",
+        PATHS[k % PATHS.len()],
+        k % 10_000,
+        [200, 200, 201, 404, 500][k % 5],
+        k % 900,
+        k % 999_983,
+        k as u64 * 2_654_435_761
+    )
+}
+
+/// A batch body of `n` varied log entries (~250 B each).
+pub fn log_batch_body(n: usize, salt: usize) -> Vec<u8> {
+    const LEVELS: [&str; 5] = ["DEBUG", "INFO", "INFO", "WARNING", "ERROR"];
     let mut entries = Vec::with_capacity(n);
     for i in 0..n {
-        let k = salt.wrapping_mul(7919).wrapping_add(i * 104_729);
+        let k = entry_key(salt, i);
         entries.push(serde_json::json!({
             "timestamp": format!("2026-11-27T10:{:02}:{:02}.{:03}Z", (k / 60) % 60, k % 60, k % 1000),
             "level": LEVELS[k % LEVELS.len()],
-            "message": format!(
-                "GET {}/{} status={} took={}ms user=u{:06} trace={:016x}",
-                PATHS[k % PATHS.len()], k % 10_000, [200, 200, 201, 404, 500][k % 5], k % 900, k % 999_983, k as u64 * 2_654_435_761
-            ),
+            "message": entry_message(k),
             "service": format!("svc-{}", k % 8),
             "host": format!("edge-{:03}", salt % 32),
             "attributes": {"region": "eu-west", "attempt": k % 3, "cached": k % 2 == 0}

@@ -16,8 +16,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 
 use super::{
-    drive, mock_failing_sink, wait_ready, BenchArgs, Load, Payload, Server, JSON_LOGS, OTLP_LOGS,
-    WARM_UP,
+    drive, entry_key, entry_message, mock_failing_sink, wait_ready, BenchArgs, Load, Payload,
+    Server, JSON_LOGS, OTLP_LOGS, WARM_UP,
 };
 
 /// Rounds of each payload.
@@ -28,14 +28,6 @@ const ROUNDS: usize = 3;
 /// attributes, one resource per service, as an SDK would send them.
 pub fn log_request_body(n: usize, salt: usize) -> Vec<u8> {
     const SEVERITIES: [i32; 5] = [5, 9, 9, 13, 17];
-    const PATHS: [&str; 6] = [
-        "/api/v1/items",
-        "/api/v1/users",
-        "/login",
-        "/cart",
-        "/search",
-        "/health",
-    ];
     // 2026-11-27T10:00:00Z
     const BASE_NS: u64 = 1_795_773_600 * 1_000_000_000;
     let kv = |key: &str, value: Value| KeyValue {
@@ -45,21 +37,13 @@ pub fn log_request_body(n: usize, salt: usize) -> Vec<u8> {
     };
     let mut by_service: Vec<Vec<LogRecord>> = vec![Vec::new(); 8];
     for i in 0..n {
-        let k = salt.wrapping_mul(7919).wrapping_add(i * 104_729);
+        let k = entry_key(salt, i);
         let secs = ((k / 60) % 60) * 60 + k % 60;
         by_service[k % 8].push(LogRecord {
             time_unix_nano: BASE_NS + secs as u64 * 1_000_000_000 + (k % 1000) as u64 * 1_000_000,
             severity_number: SEVERITIES[k % SEVERITIES.len()],
             body: Some(AnyValue {
-                value: Some(Value::StringValue(format!(
-                    "GET {}/{} status={} took={}ms user=u{:06} trace={:016x}",
-                    PATHS[k % PATHS.len()],
-                    k % 10_000,
-                    [200, 200, 201, 404, 500][k % 5],
-                    k % 900,
-                    k % 999_983,
-                    k as u64 * 2_654_435_761
-                ))),
+                value: Some(Value::StringValue(entry_message(k))),
             }),
             attributes: vec![
                 kv("region", Value::StringValue("eu-west".into())),
