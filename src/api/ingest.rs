@@ -136,7 +136,7 @@ impl IngestApi {
             // in-flight budget is refused before parsing. (Not charged: a
             // valid batch of max_batch_entries at the smallest budget the
             // config allows must still fit.)
-            refuse_beyond_budget(&shared, crate::otlp::scan::json_decoded_bytes(&bytes))?;
+            refuse_beyond_budget(&shared, &bytes)?;
             let batch = parse(kind, &bytes, limits)?;
             Ok(Prepared::new(&batch, scope, &bytes))
         })
@@ -233,18 +233,33 @@ pub(super) async fn off_reactor<T: Send + 'static>(
 /// in-flight budget (`server.max_inflight_bytes`) with the body: a 503 when
 /// it is spent for now, a 413 when the request alone could never fit.
 pub(super) fn charge(state: &AppState, decoded: usize, held: &mut Held) -> Result<(), Rejection> {
-    refuse_beyond_budget(state, decoded)?;
+    within(decoded, one_take(state))?;
     state.inflight.take(held, decoded)
 }
 
-/// A 413 when a body would parse into more than the whole in-flight budget.
-fn refuse_beyond_budget(state: &AppState, decoded: usize) -> Result<(), Rejection> {
-    // One take is at most u32::MAX bytes (the semaphore's unit).
-    let budget = state
+/// A 413 when a JSON body would parse into more than the whole in-flight
+/// budget. A body too short to reach it even if every byte opened an
+/// object (W1's 24 KB, at any budget the config allows) is not scanned.
+fn refuse_beyond_budget(state: &AppState, json: &[u8]) -> Result<(), Rejection> {
+    use crate::otlp::scan::{json_decoded_bytes, BYTES_PER_JSON_CONTAINER};
+    let budget = one_take(state);
+    if (json.len() as u64).saturating_mul(BYTES_PER_JSON_CONTAINER as u64) <= budget {
+        return Ok(());
+    }
+    within(json_decoded_bytes(json), budget)
+}
+
+/// The budget one request may take: `server.max_inflight_bytes`, and at
+/// most u32::MAX bytes (the semaphore's unit).
+fn one_take(state: &AppState) -> u64 {
+    state
         .config
         .server
         .max_inflight_bytes
-        .min(u64::from(u32::MAX));
+        .min(u64::from(u32::MAX))
+}
+
+fn within(decoded: usize, budget: u64) -> Result<(), Rejection> {
     if decoded as u64 > budget {
         return Err(Rejection::TooComplex {
             decoded: decoded as u64,

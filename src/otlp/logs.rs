@@ -22,14 +22,7 @@ pub fn map(req: ExportLogsServiceRequest, ctx: &Context) -> Mapped {
             if n == 0 {
                 continue;
             }
-            // Merging the scope copies the resource's attributes: only when
-            // an entry of them still fits, and that copy is paid for.
-            let resource_weight = base
-                .as_ref()
-                .map_or(0, |((service, host), a)| base_weight(service, host, a));
-            let scoped = room
-                .check(1, resource_weight)
-                .and_then(|()| scope_base(&base, sl.scope.as_ref()));
+            let scoped = scope_base(&mut room, &base, sl.scope.as_ref());
             let ((service, host), attrs) = match scoped {
                 Ok(s) => s,
                 Err(why) => {
@@ -37,7 +30,6 @@ pub fn map(req: ExportLogsServiceRequest, ctx: &Context) -> Mapped {
                     continue;
                 }
             };
-            room.take(0, resource_weight);
             out.reserve(n.min(room.entries));
             let fixed = base_weight(&service, &host, &attrs);
             for (li, record) in sl.log_records.into_iter().enumerate() {
@@ -94,7 +86,7 @@ fn entry(
     }
     let mut attrs = base.clone();
     attrs.0.reserve(r.attributes.len() + 2);
-    attrs.merge_owned(r.attributes)?;
+    attrs.merge_owned(r.attributes);
     if let Some(id) = value::id_hex(&r.trace_id) {
         attrs.set("trace_id".into(), AttrValue::Str(id));
     }

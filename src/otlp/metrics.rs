@@ -96,17 +96,7 @@ pub fn map(req: ExportMetricsServiceRequest, ctx: &Context) -> Mapped {
             if sm.metrics.is_empty() {
                 continue;
             }
-            // Merging the scope copies the resource's attributes: only when
-            // an entry of them still fits, and that copy is paid for.
-            let resource_weight = base.as_ref().map_or(0, |((service, host), a)| {
-                super::base_weight(service, host, a)
-            });
-            let scoped = room
-                .check(1, resource_weight)
-                .and_then(|()| scope_base(&base, sm.scope.as_ref()));
-            if scoped.is_ok() {
-                room.take(0, resource_weight);
-            }
+            let scoped = scope_base(&mut room, &base, sm.scope.as_ref());
             for (mi, metric) in sm.metrics.iter().enumerate() {
                 let at = || format!("resourceMetrics[{ri}].scopeMetrics[{si}].metrics[{mi}]");
                 let points = points_in(metric);

@@ -163,13 +163,21 @@ fn resource_base(resource: Option<&opentelemetry_proto::tonic::resource::v1::Res
     Ok(((service, host), merged))
 }
 
+/// The base of a scope's entries: the resource's merged with the scope's
+/// attributes. The merge copies the resource's attributes, so it is done
+/// only when an entry of them still fits in `room`, and paid from it.
 fn scope_base(
+    room: &mut Room,
     base: &Base,
     scope: Option<&opentelemetry_proto::tonic::common::v1::InstrumentationScope>,
 ) -> Base {
-    let (names, mut attrs) = base.clone()?;
+    let ((service, host), attrs) = base.as_ref().map_err(Clone::clone)?;
+    let copy = base_weight(service, host, attrs);
+    room.check(1, copy)?;
+    let mut attrs = attrs.clone();
+    room.take(0, copy);
     attrs.merge(scope.map_or(&[][..], |s| &s.attributes[..]))?;
-    Ok((names, attrs))
+    Ok(((service.clone(), host.clone()), attrs))
 }
 
 /// The name a resource gives itself (`service.name`, `host.name`), or the

@@ -148,15 +148,14 @@ impl Attributes {
         Ok(())
     }
 
-    /// `merge`, taking the attributes: keys and strings move.
-    pub fn merge_owned(&mut self, kvs: Vec<KeyValue>) -> Result<(), String> {
+    /// `merge`, taking the attributes: keys and strings move. The keys were
+    /// checked (`check_key`) before anything was copied for the record.
+    pub fn merge_owned(&mut self, kvs: Vec<KeyValue>) {
         self.0.reserve(kvs.len());
         for kv in kvs {
-            check_key(&kv.key)?;
             self.0.push((kv.key, attr_owned(kv.value)));
         }
         self.settle();
-        Ok(())
     }
 
     /// Sets one key in the sorted list.
