@@ -99,6 +99,25 @@ pub struct ServerConfig {
     /// across all connections; a request that would exceed it is a 503 with
     /// `Retry-After`, so a crowd of large uploads cannot exhaust memory.
     pub max_inflight_bytes: u64,
+    /// HTTPS on the listener when both paths are set (SPEC §9).
+    pub tls: TlsConfig,
+}
+
+/// `[server.tls]`: PEM files, read at start-up and again on every SIGHUP, so
+/// a renewed certificate needs no restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_path: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: PathBuf,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.as_os_str().is_empty() || !self.key_path.as_os_str().is_empty()
+    }
 }
 
 impl Default for ServerConfig {
@@ -114,6 +133,7 @@ impl Default for ServerConfig {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -441,6 +461,17 @@ impl Config {
                 "server.header_timeout_ms/request_timeout_ms",
                 "must be at least 1",
             ));
+        }
+        if s.tls.enabled()
+            && (s.tls.cert_path.as_os_str().is_empty() || s.tls.key_path.as_os_str().is_empty())
+        {
+            return Err(bad(
+                "server.tls",
+                "needs both cert_path and key_path (or neither, for plain HTTP)",
+            ));
+        }
+        if s.tls.enabled() {
+            crate::api::tls_server_config(&s.tls).map_err(|e| bad("server.tls", e.to_string()))?;
         }
         if self.auth.keys.is_empty() && std::env::var_os("INGESTION_API_KEY").is_none() {
             return Err(bad("auth.keys", "must hold at least one key"));

@@ -86,6 +86,8 @@ pub struct Forwarder {
     /// When the sink was last reset: resets are at least
     /// `RESET_AFTER_SILENT_STALL` apart, whatever asked for them.
     last_reset: Option<Instant>,
+    /// Backoff and breaker settings from SIGHUP reloads, if they can change.
+    settings: Option<watch::Receiver<ForwarderConfig>>,
 }
 
 /// What the head of the window did while we waited.
@@ -118,6 +120,42 @@ impl Forwarder {
             logged_cause: String::new(),
             ack_failing: false,
             last_reset: None,
+            settings: None,
+        }
+    }
+
+    /// Takes new backoff and breaker settings from `settings` whenever a
+    /// reload sends them (the sink kind is fixed for the process's life).
+    pub fn with_settings(mut self, settings: watch::Receiver<ForwarderConfig>) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+
+    /// Applies settings a reload sent since the last look. The backoff
+    /// starts again from the new initial delay; the breaker keeps its state.
+    fn take_settings(&mut self) {
+        let Some(rx) = self.settings.as_mut() else {
+            return;
+        };
+        if !rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        let cfg = rx.borrow_and_update().clone();
+        self.backoff = Backoff::new(&cfg);
+        self.breaker.reconfigure(
+            cfg.breaker_failure_threshold,
+            Duration::from_millis(cfg.breaker_open_ms),
+        );
+        tracing::debug!("forwarder: backoff and breaker settings reloaded");
+    }
+
+    /// Resolves when a reload sent new settings (never without a source).
+    async fn settings_changed(settings: &mut Option<watch::Receiver<ForwarderConfig>>) {
+        let Some(rx) = settings else {
+            return std::future::pending().await;
+        };
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -127,6 +165,7 @@ impl Forwarder {
         let queue = self.queue.clone();
         let mut stall_wait = self.sink.stall_after();
         while !*shutdown.borrow() {
+            self.take_settings();
             let appended = queue.appended().notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
@@ -140,10 +179,14 @@ impl Forwarder {
                 _ = shutdown.changed() => break,
             };
             if self.window.is_empty() {
+                let mut settings = self.settings.clone();
                 tokio::select! {
                     _ = appended, if wait_until.is_none() => {}
                     _ = sleep_until(wait_until) => {}
                     _ = shutdown.changed() => {}
+                    // A reload ends a wait the old settings set: the breaker
+                    // and backoff are looked at again.
+                    _ = Self::settings_changed(&mut settings) => {}
                 }
                 continue;
             }
