@@ -230,9 +230,11 @@ impl Binary {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 lines.lock().unwrap().push(line.clone());
-                if let Some(addr) = line.split(edge_ingester::LISTENING_ON).nth(1) {
+                if let Some(rest) = line.split(edge_ingester::LISTENING_ON).nth(1) {
+                    // Text or JSON (`…127.0.0.1:41234","target":…`) logs.
+                    let addr = rest.split(['"', ' ']).next().unwrap_or_default();
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().to_string());
+                        let _ = tx.send(addr.to_string());
                     }
                 }
                 // Shown with a failing test's output: enough to diagnose.
