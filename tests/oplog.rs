@@ -188,3 +188,33 @@ async fn a_readiness_change_is_logged_once_however_often_ready_is_probed() {
         flips[0]
     );
 }
+
+#[tokio::test]
+async fn kafka_credentials_never_reach_the_log_even_at_debug() {
+    const PASSWORD: &str = "pw-that-must-not-appear";
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.log.level = "debug".into();
+    cfg.forwarder.sink = edge_ingester::config::SinkKind::Kafka;
+    // Nothing listens on port 1: the client reports its failures.
+    cfg.kafka.brokers = "127.0.0.1:1".into();
+    for (k, v) in [
+        ("security.protocol", "SASL_SSL"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", "edge"),
+        ("sasl.password", PASSWORD),
+    ] {
+        cfg.kafka.properties.insert(k.into(), v.into());
+    }
+    let server = start(dir.path(), &cfg);
+    let r = post_json(
+        &client(),
+        &format!("{}/logs", server.base),
+        &log_batch(&["x".into()]),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    server.wait_for_log(WAIT, |l| l.contains("kafka client error"));
+    let log = server.log.lock().unwrap().clone();
+    assert!(!log.iter().any(|l| l.contains(PASSWORD)), "{log:#?}");
+}
