@@ -16,6 +16,7 @@
 //!   applies it again on SIGHUP; [`cli`] the
 //!   command line; [`bench`] the load generator, the soak and the
 //!   disk-churn runs.
+//! - [`ops`] — what an operator's tools talk to: systemd's sd_notify.
 //!
 //! [`run`] wires them together and is what `main` and the tests call.
 
@@ -29,6 +30,7 @@ pub mod config;
 pub mod fd_limit;
 pub mod forward;
 pub mod model;
+pub mod ops;
 pub mod otlp;
 pub mod queue;
 pub mod reload;
@@ -165,8 +167,11 @@ pub async fn run_with_reload(
     });
     // Tests and the bench read this line to find a port chosen by the OS.
     tracing::info!(target: "edge_ingester", "{LISTENING_ON}{}", listener.local_addr()?);
+    let (shutdown, watchdog) = systemd_ready(shutdown, &queue, &forwarder);
     let served = api::server::serve(listener, api::app(state), limits, tls, shutdown).await;
 
+    // Before the writer and forwarder stop on purpose, or it would report them dead.
+    drop(watchdog);
     if let Some(task) = reloading {
         // SIGHUP from here on is caught and ignored: it never stops us.
         task.abort();
@@ -181,4 +186,35 @@ pub async fn run_with_reload(
         .map_err(std::io::Error::other)?;
     tracing::info!("stopped");
     served.map_err(RunError::Http)
+}
+
+/// Tells systemd we are ready (queue open, listener bound), starts the
+/// watchdog, and wraps `shutdown` so that systemd hears `STOPPING=1` the
+/// moment it resolves. Without `NOTIFY_SOCKET`, `shutdown` as it was.
+fn systemd_ready(
+    shutdown: impl Future<Output = ()> + Send,
+    queue: &Queue,
+    forwarder: &tokio::task::JoinHandle<()>,
+) -> (impl Future<Output = ()> + Send, ops::notify::Watchdog) {
+    let notifier = ops::notify::Notifier::from_env();
+    if let Some(n) = &notifier {
+        n.send("READY=1");
+    }
+    let (queue, forwarder) = (queue.clone(), forwarder.abort_handle());
+    let watchdog = ops::notify::Watchdog::start(notifier.as_ref(), move || {
+        if !queue.writer_alive() {
+            Err("the queue writer thread has stopped")
+        } else if forwarder.is_finished() {
+            Err("the forwarder task has stopped")
+        } else {
+            Ok(())
+        }
+    });
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(n) = &notifier {
+            n.send("STOPPING=1");
+        }
+    };
+    (shutdown, watchdog)
 }

@@ -86,9 +86,7 @@ fn openapi(
             otlp::OtlpApi {
                 state: state.clone(),
             },
-            info::InfoApi {
-                state: state.clone(),
-            },
+            info::InfoApi::new(state.clone()),
         ),
         "edge-ingester",
         env!("CARGO_PKG_VERSION"),
@@ -147,7 +145,8 @@ async fn observe<E: Endpoint>(
         method = %method,
         path = route,
         status,
-        duration_ms = took.as_secs_f64() * 1000.0,
+        // Whole microseconds: `1.28`, not `1.2800140000000002`.
+        duration_ms = took.as_micros() as f64 / 1000.0,
         "request"
     );
     Ok(resp)

@@ -225,7 +225,10 @@ impl Forwarder {
             }
             self.resume_at = None;
         }
-        let probe_only = match self.breaker.permit(now) {
+        let before = self.breaker.circuit();
+        let permit = self.breaker.permit(now);
+        self.log_circuit(before, None);
+        let probe_only = match permit {
             Permit::WaitUntil(t) => {
                 self.publish_wait(Some(t));
                 return Some(t);
@@ -426,7 +429,9 @@ impl Forwarder {
         let was_failing = self.breaker.consecutive_failures() > 0;
         self.failing_since = None;
         self.logged_cause.clear();
+        let before = self.breaker.circuit();
         self.breaker.on_success();
+        self.log_circuit(before, None);
         self.backoff.reset();
         let mut s = lock(&self.stats.forwarder);
         s.consecutive_failures = 0;
@@ -451,6 +456,7 @@ impl Forwarder {
         let text = err.to_string();
         self.failing_since.get_or_insert(now);
         let cause: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
+        self.log_circuit(before, Some(&text));
         let mut s = lock(&self.stats.forwarder);
         // Log when the cause or the circuit state changes, not per attempt.
         if cause != self.logged_cause || before != self.breaker.circuit() {
@@ -467,6 +473,40 @@ impl Forwarder {
         s.circuit = self.breaker.circuit();
         s.next_attempt_at = Some(now + delay);
         delay
+    }
+
+    /// One line per change of the circuit, the one an operator alerts on:
+    /// warn when it opens, info when it half-opens or closes.
+    fn log_circuit(&self, before: Circuit, error: Option<&str>) {
+        let after = self.breaker.circuit();
+        if after == before {
+            return;
+        }
+        let (from, to) = (before.as_str(), after.as_str());
+        let failures = self.breaker.consecutive_failures();
+        match after {
+            Circuit::Open => tracing::warn!(
+                target: "edge_ingester::circuit",
+                from,
+                to,
+                failures,
+                error,
+                "circuit {from} -> {to}: sends paused after {failures} consecutive failures"
+            ),
+            Circuit::HalfOpen => tracing::info!(
+                target: "edge_ingester::circuit",
+                from,
+                to,
+                failures,
+                "circuit {from} -> {to}: one probe batch"
+            ),
+            Circuit::Closed => tracing::info!(
+                target: "edge_ingester::circuit",
+                from,
+                to,
+                "circuit {from} -> {to}: the sink confirms again"
+            ),
+        }
     }
 
     fn publish_wait(&self, until: Option<Instant>) {
