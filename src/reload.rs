@@ -124,7 +124,14 @@ impl Live {
             }
             Err(e) => {
                 lock(&self.stats.config).reload_failures += 1;
-                tracing::error!(error = %e, "config reload failed; nothing changed");
+                // toml's message spans lines (a caret under the column): one
+                // log line per event.
+                let error = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                tracing::error!(error, "config reload failed; nothing changed");
             }
         }
     }

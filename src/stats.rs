@@ -330,6 +330,12 @@ impl Stats {
     }
 
     fn write_counters(&self, out: &mut String, q: &QueueStats) {
+        // NOTE: read before the loop: a guard taken in its iterator
+        // expression lives as long as the loop (it deadlocked).
+        let (reloads, reload_failures) = {
+            let c = lock(&self.config);
+            (c.reloads, c.reload_failures)
+        };
         for (name, help, pairs) in [
             (
                 "entries_received_total",
@@ -368,15 +374,11 @@ impl Stats {
                 "Batches evicted by when_full = drop_oldest.",
                 q.dropped_batches,
             ),
-            (
-                "config_reloads_total",
-                "SIGHUP reloads applied.",
-                lock(&self.config).reloads,
-            ),
+            ("config_reloads_total", "SIGHUP reloads applied.", reloads),
             (
                 "config_reload_failures_total",
                 "SIGHUP reloads refused: the file did not validate.",
-                lock(&self.config).reload_failures,
+                reload_failures,
             ),
             (
                 "queue_disk_errors_total",

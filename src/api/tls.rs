@@ -25,9 +25,16 @@ use crate::config::TlsConfig;
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// What a plain-HTTP client on the HTTPS port is told.
-const PLAIN_HTTP_REFUSED: &str = "HTTP/1.1 400 Bad Request\r\n\
-content-type: application/json\r\nconnection: close\r\ncontent-length: 62\r\n\r\n\
-{\"detail\":\"this port speaks HTTPS only: use https:// to reach it\"}";
+const PLAIN_HTTP_DETAIL: &str =
+    r#"{"detail":"this port speaks HTTPS only: use https:// to reach it"}"#;
+
+fn plain_http_refused() -> String {
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{PLAIN_HTTP_DETAIL}",
+        PLAIN_HTTP_DETAIL.len()
+    )
+}
 
 /// Why the certificate or key cannot be used. The message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +80,7 @@ impl Tls {
         }
         if first[0] != TLS_HANDSHAKE_RECORD {
             let mut stream = stream;
-            stream.write_all(PLAIN_HTTP_REFUSED.as_bytes()).await?;
+            stream.write_all(plain_http_refused().as_bytes()).await?;
             let _ = stream.shutdown().await;
             return Ok(None);
         }

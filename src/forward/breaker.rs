@@ -51,7 +51,7 @@ pub enum Permit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed,
-    Open { until: Instant },
+    Open { since: Instant, until: Instant },
     HalfOpen,
 }
 
@@ -73,12 +73,19 @@ impl Breaker {
         }
     }
 
-    /// New settings from a reload. The state is kept: a circuit open now
-    /// stays open until its current period ends; the new `open_for` applies
-    /// from the next time it opens, the new threshold to the next failure.
+    /// New settings from a reload. The state and the failure count are
+    /// kept; an open circuit's period is measured again with the new
+    /// `open_for` from when it opened, so an operator who shortens it sees
+    /// the probe come sooner.
     pub fn reconfigure(&mut self, threshold: u32, open_for: Duration) {
         self.threshold = threshold.max(1);
         self.open_for = open_for;
+        if let State::Open { since, .. } = self.state {
+            self.state = State::Open {
+                since,
+                until: since + open_for,
+            };
+        }
     }
 
     /// Asks to send. An open circuit whose time is up turns half-open and
@@ -86,11 +93,11 @@ impl Breaker {
     pub fn permit(&mut self, now: Instant) -> Permit {
         match self.state {
             State::Closed | State::HalfOpen => Permit::Send,
-            State::Open { until } if now >= until => {
+            State::Open { until, .. } if now >= until => {
                 self.state = State::HalfOpen;
                 Permit::Send
             }
-            State::Open { until } => Permit::WaitUntil(until),
+            State::Open { until, .. } => Permit::WaitUntil(until),
         }
     }
 
@@ -108,6 +115,7 @@ impl Breaker {
         };
         if trips {
             self.state = State::Open {
+                since: now,
                 until: now + self.open_for,
             };
         }
@@ -118,6 +126,14 @@ impl Breaker {
             State::Closed => Circuit::Closed,
             State::Open { .. } => Circuit::Open,
             State::HalfOpen => Circuit::HalfOpen,
+        }
+    }
+
+    /// When an open circuit lets its probe through.
+    pub fn open_until(&self) -> Option<Instant> {
+        match self.state {
+            State::Open { until, .. } => Some(until),
+            _ => None,
         }
     }
 
@@ -138,6 +154,16 @@ mod tests {
             b.on_failure(t0);
         }
         b
+    }
+
+    #[test]
+    fn a_reload_measures_the_open_period_again_from_when_it_opened() {
+        let t0 = Instant::now();
+        let mut b = tripped(t0);
+        b.reconfigure(5, Duration::from_secs(1));
+        assert_eq!(b.permit(t0), Permit::WaitUntil(t0 + Duration::from_secs(1)));
+        assert_eq!(b.permit(t0 + Duration::from_secs(1)), Permit::Send);
+        assert_eq!(b.circuit(), Circuit::HalfOpen);
     }
 
     #[test]

@@ -471,7 +471,8 @@ impl Forwarder {
         s.last_error = Some(text);
         s.consecutive_failures = self.breaker.consecutive_failures();
         s.circuit = self.breaker.circuit();
-        s.next_attempt_at = Some(now + delay);
+        // An open circuit waits longer than the backoff: show the later.
+        s.next_attempt_at = Some((now + delay).max(self.breaker.open_until().unwrap_or(now)));
         delay
     }
 
