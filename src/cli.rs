@@ -71,6 +71,8 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// A live full-screen view of a running server (SPEC §9).
+    Top(crate::top::TopArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@
 //! - [`sink`] — where batches go: Kafka or the mock producer; both
 //!   render the same Kafka message per entry (`sink/message.rs`).
 //! - [`stats`] — counters for `/stats` and Prometheus.
+//! - [`top`] — `edge-ingester top`, the live view of a running server's `/stats`.
 //! - [`config`] — the TOML file, defaults and validation; [`cli`] the
 //!   command line; [`bench`] the load generator, the soak and the
 //!   disk-churn runs.
@@ -32,6 +33,7 @@ pub mod otlp;
 pub mod queue;
 pub mod sink;
 pub mod stats;
+pub mod top;
 
 use std::future::Future;
 use std::sync::Arc;
