@@ -278,13 +278,26 @@ pub async fn fetch_stats(
         .header("X-API-Key", api_key)
         .send()
         .await
-        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        .map_err(|e| format!("cannot reach {url}: {}", error_chain(&e.without_url())))?;
     let status = resp.status();
     let text = resp.text().await.map_err(|e| e.to_string())?;
     if !status.is_success() {
         return Err(format!("{url} answered {status}: {text}"));
     }
     serde_json::from_str(&text).map_err(|e| format!("unexpected /stats body: {e}"))
+}
+
+/// reqwest's own message is only "error sending request"; the reason
+/// (refused, timed out, reset) is in its sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// `stats`: fetches `/stats` and renders it for a person.

@@ -39,7 +39,8 @@ pub fn render(frame: &mut Frame, st: &TopState, now: SystemTime) {
     .areas(frame.area());
     frame.render_widget(title_bar(st, now), title);
     let [upper, queue, trends] = Layout::vertical([
-        Constraint::Length(6),
+        // The forwarder panel needs a second line for a long last error.
+        Constraint::Length(7),
         Constraint::Length(6),
         Constraint::Min(0),
     ])
