@@ -448,3 +448,52 @@ async fn top_started_before_the_server_shows_disconnected_and_ctrl_c_quits() {
     tmux.send_keys("C-c");
     assert_eq!(tmux.wait_for_exit().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_posted_between_two_polls_show_as_a_receive_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Binary::start_release_or_test(&write_config(
+        dir.path(),
+        "c.toml",
+        &stuck_config(dir.path()),
+    ));
+    let mut child = top()
+        .args(["--url", &server.base, "--interval-ms", "200"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Wait for a step that has a rate (two polls in), so the post lands in
+    // a step between two answers from the same server.
+    let deadline = Instant::now() + LIMIT;
+    let next_line = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        rx.recv_timeout(left).expect("snapshots in time")
+    };
+    let mut rate_lines = 0;
+    while rate_lines < 1 {
+        rate_lines += next_line().starts_with("rates_per_s logs_received=0.0 ") as usize;
+    }
+    post_batches(&server.base, &[40]).await;
+    loop {
+        let line = next_line();
+        let rate = line
+            .strip_prefix("rates_per_s logs_received=")
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        if rate.is_some_and(|r| r > 0.0) {
+            assert!(line.contains(" metrics_received=0.0 "), "{line}");
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
