@@ -288,16 +288,19 @@ pub async fn fetch_stats(
 }
 
 /// reqwest's own message is only "error sending request"; the reason
-/// (refused, timed out, reset) is in its sources.
+/// (refused, timed out, reset) is the last of its sources. The ones between
+/// ("client error (Connect)") only push the reason off a narrow screen.
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
+    let mut root = None;
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        root = Some(s);
         source = s.source();
     }
-    text
+    match root {
+        Some(root) => format!("{e}: {root}"),
+        None => e.to_string(),
+    }
 }
 
 /// `stats`: fetches `/stats` and renders it for a person.

@@ -1,10 +1,10 @@
 //! The full screen: a frame drawn from a [`TopState`], nothing else.
 //!
 //! ```text
-//! edge-ingester top  URL  every N ms            ● connected since … (…)
+//! edge-ingester top  ● connected since … (…)  URL  every N ms
 //! producer / uptime, or the connection error
-//! ┌ entries/s ─────────────────┐┌ forwarder ────────────────────┐
-//! │ kind  received/s  sent/s … ││ circuit, failures, next retry │
+//! ┌ entries ───────────────────┐┌ forwarder ────────────────────┐
+//! │ kind  recv/s  sent/s  …    ││ circuit, failures, next retry │
 //! └────────────────────────────┘└───────────────────────────────┘
 //! ┌ queue ─────────────────────────────────────────────────────┐
 //! │ depth, oldest, disk, dead letters / dropped; live bytes bar │
@@ -39,8 +39,8 @@ pub fn render(frame: &mut Frame, st: &TopState, now: SystemTime) {
     .areas(frame.area());
     frame.render_widget(title_bar(st, now), title);
     let [upper, queue, trends] = Layout::vertical([
-        // The forwarder panel needs a second line for a long last error.
-        Constraint::Length(7),
+        // Five forwarder lines and a second one for a long last error.
+        Constraint::Length(8),
         Constraint::Length(6),
         Constraint::Min(0),
     ])
@@ -106,17 +106,19 @@ fn title_bar(st: &TopState, now: SystemTime) -> Paragraph<'static> {
             Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
         ),
     };
+    // Status before the URL: on a narrow terminal the URL is what gets cut.
     let first = Line::from(vec![
         Span::styled(
             " edge-ingester top ",
             Style::new().add_modifier(Modifier::REVERSED),
         ),
+        Span::raw("  "),
+        status,
         Span::raw(format!(
-            "  {}  every {} ms  ",
+            "  {}  every {} ms",
             st.url,
             st.interval.as_millis()
         )),
-        status,
     ]);
     let second = match (&st.link, &st.last) {
         (Link::Disconnected { error, .. }, _) => {
@@ -156,18 +158,18 @@ fn rates_table(st: &TopState, look: &Look) -> Table<'static> {
         rows,
         [
             Constraint::Length(8),
-            Constraint::Length(11),
-            Constraint::Length(9),
-            Constraint::Length(12),
-            Constraint::Min(4),
+            Constraint::Fill(1),
+            Constraint::Fill(1),
+            Constraint::Fill(1),
+            Constraint::Fill(1),
         ],
     )
     .header(
-        Row::new(["kind", "received/s", "sent/s", "received", "sent"])
+        Row::new(["kind", "recv/s", "sent/s", "recv", "sent"])
             .style(Style::new().add_modifier(Modifier::BOLD)),
     )
     .style(look.values)
-    .block(look.block("entries"))
+    .block(look.block("entries: per second, and totals"))
 }
 
 fn forwarder_panel(last: Option<&Snapshot>, look: &Look) -> Paragraph<'static> {
@@ -183,11 +185,8 @@ fn forwarder_panel(last: Option<&Snapshot>, look: &Look) -> Paragraph<'static> {
                 Line::from(vec![
                     Span::raw("circuit: "),
                     Span::styled(f.circuit.clone(), circuit_style),
-                    Span::raw(format!(
-                        "   consecutive failures: {}",
-                        f.consecutive_failures
-                    )),
                 ]),
+                Line::raw(format!("consecutive failures: {}", f.consecutive_failures)),
                 Line::raw(format!(
                     "next retry: {}",
                     match *f.next_retry_in_seconds {
@@ -274,10 +273,15 @@ fn render_trends(frame: &mut Frame, area: Rect, st: &TopState, look: &Look) {
         ("sent entries/s", |p| p.sent.round() as u64),
     ];
     for ((name, f), row) in series.into_iter().zip(rows.iter()) {
-        let width = row.width.saturating_sub(2) as usize;
+        let width = row.width as usize;
         let data = st.history.last(width, f);
         let max = data.iter().copied().max().unwrap_or(0);
-        let block = look.block(&format!("{name}, last {window}, max {max}"));
+        // A title line and no border: on a 24-line terminal a bordered
+        // sparkline has no room left for its bars.
+        let block = Block::new().title(Line::styled(
+            format!("{name}, last {window}, max {max}{}", look.suffix),
+            Style::new().add_modifier(Modifier::BOLD),
+        ));
         frame.render_widget(
             Sparkline::default()
                 .data(&data)
@@ -347,16 +351,26 @@ mod tests {
             "connected since 00:01:40Z (12s)",
             "depth: 3 batches, 30 entries",
             "circuit: open",
-            "consecutive failures: 5",
             "last error: mock sink failing",
             "live 512.0 KiB of 1.0 MiB (50.0%)",
-            "logs     10.0        0.0       50",
+            "consecutive failures: 5",
             "q quits",
             "queue depth (batches), last 5m 00s, max 3",
         ] {
             assert!(out.contains(expected), "missing {expected:?} in\n{out}");
         }
         assert!(!out.contains("stale"), "{out}");
+        // Rates from the step 10 s → 12 s of uptime, then the totals.
+        let row = |kind: &str| -> Vec<String> {
+            let line = out
+                .lines()
+                .find(|l| l.contains(&format!("│ {kind} ")))
+                .unwrap();
+            let cells = line.split('│').nth(1).unwrap();
+            cells.split_whitespace().map(String::from).collect()
+        };
+        assert_eq!(row("logs"), ["logs", "10.0", "0.0", "50", "0"]);
+        assert_eq!(row("metrics"), ["metrics", "5.0", "0.0", "25", "0"]);
     }
 
     #[test]
