@@ -13,9 +13,11 @@
 //!   render the same Kafka message per entry (`sink/message.rs`).
 //! - [`stats`] — counters for `/stats` and Prometheus.
 //! - [`top`] — `edge-ingester top`, the live view of a running server's `/stats`.
-//! - [`config`] — the TOML file, defaults and validation; [`cli`] the
+//! - [`config`] — the TOML file, defaults and validation; [`reload`]
+//!   applies it again on SIGHUP; [`cli`] the
 //!   command line; [`bench`] the load generator, the soak and the
 //!   disk-churn runs.
+//! - [`ops`] — what an operator's tools talk to: systemd's sd_notify.
 //!
 //! [`run`] wires them together and is what `main` and the tests call.
 
@@ -29,8 +31,10 @@ pub mod config;
 pub mod fd_limit;
 pub mod forward;
 pub mod model;
+pub mod ops;
 pub mod otlp;
 pub mod queue;
+pub mod reload;
 pub mod sink;
 pub mod stats;
 pub mod top;
@@ -41,10 +45,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::api::{AppState, KeyRing, RateLimiter};
+use crate::api::{Access, AppState, Tls};
 use crate::config::{Config, SinkKind};
 use crate::forward::Forwarder;
 use crate::queue::{Queue, QueueError};
+use crate::reload::Reloader;
 use crate::sink::kafka::KafkaSink;
 use crate::sink::mock::MockSink;
 use crate::sink::Sink;
@@ -63,6 +68,8 @@ pub enum RunError {
     Sink { sink: &'static str, reason: String },
     #[error("HTTP server failed: {0}")]
     Http(#[from] std::io::Error),
+    #[error("server.tls: {0}")]
+    Tls(#[from] api::TlsError),
 }
 
 fn build_sink(config: &Config, node_id: &str) -> Result<Arc<dyn Sink>, RunError> {
@@ -92,6 +99,22 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
+    run_with_reload(config, listener, shutdown, None).await
+}
+
+/// [`run`], plus a config reload on every SIGHUP when `reload` is given
+/// (`main` gives it; in-process tests have no file to reload).
+pub async fn run_with_reload(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    reload: Option<(Reloader, tokio::signal::unix::Signal)>,
+) -> Result<(), RunError> {
+    let tls = if config.server.tls.enabled() {
+        Some(Arc::new(Tls::load(&config.server.tls)?))
+    } else {
+        None
+    };
     // Opening blocks (sled recovery, a lock wait of up to 2 s): off the reactor.
     let queue_cfg = config.queue.clone();
     let queue = tokio::task::spawn_blocking(move || Queue::open(&queue_cfg))
@@ -101,38 +124,60 @@ pub async fn run(
     let sink = build_sink(&config, queue.node_id())?;
     let stats = Arc::new(Stats::new(sink.producer_type()));
 
-    let mut keys: Vec<String> = config.auth.keys.clone();
-    if let Ok(extra) = std::env::var("INGESTION_API_KEY") {
-        if !extra.is_empty() {
-            keys.push(extra);
-        }
-    }
-    let key_ring = KeyRing::new(keys.iter().map(String::as_str));
-    let limiter = RateLimiter::new(
-        key_ring.len(),
-        config.rate_limit.requests_per_second,
-        config.rate_limit.burst,
-        Instant::now(),
-    );
-
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (settings_tx, settings_rx) = watch::channel(config.forwarder.clone());
     let forwarder = tokio::spawn(
-        Forwarder::new(&config.forwarder, queue.clone(), sink, stats.clone()).run(stop_rx),
+        Forwarder::new(
+            &config.forwarder,
+            queue.clone(),
+            sink.clone(),
+            stats.clone(),
+        )
+        .with_settings(settings_rx)
+        .run(stop_rx),
     );
 
     let limits = api::server::Limits::from_config(&config.server);
     let state = Arc::new(AppState {
         inflight: api::Budget::new(config.server.max_inflight_bytes),
-        config,
-        keys: key_ring,
-        limiter,
+        access: arc_swap::ArcSwap::from_pointee(Access::from_config(&config, Instant::now())),
+        config: config.clone(),
         queue: queue.clone(),
-        stats,
+        stats: stats.clone(),
+    });
+    let reloading = reload.map(|(reloader, mut hangups)| {
+        let live = Arc::new(std::sync::Mutex::new(reload::Live::new(
+            config,
+            state.clone(),
+            sink,
+            tls.clone(),
+            settings_tx,
+            stats,
+        )));
+        let reloader = Arc::new(reloader);
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the config");
+                let (live, reloader) = (live.clone(), reloader.clone());
+                // Reading files and asking librdkafka block: off the reactor.
+                let _ = tokio::task::spawn_blocking(move || {
+                    queue::lock(&live).on_hangup(&reloader);
+                })
+                .await;
+            }
+        })
     });
     // Tests and the bench read this line to find a port chosen by the OS.
     tracing::info!(target: "edge_ingester", "{LISTENING_ON}{}", listener.local_addr()?);
-    let served = api::server::serve(listener, api::app(state), limits, shutdown).await;
+    let (shutdown, watchdog) = systemd_ready(shutdown, &queue, &forwarder);
+    let served = api::server::serve(listener, api::app(state), limits, tls, shutdown).await;
 
+    // Before the writer and forwarder stop on purpose, or it would report them dead.
+    drop(watchdog);
+    if let Some(task) = reloading {
+        // SIGHUP from here on is caught and ignored: it never stops us.
+        task.abort();
+    }
     let _ = stop_tx.send(true);
     if let Err(e) = forwarder.await {
         tracing::error!(error = %e, "forwarder task failed");
@@ -143,4 +188,35 @@ pub async fn run(
         .map_err(std::io::Error::other)?;
     tracing::info!("stopped");
     served.map_err(RunError::Http)
+}
+
+/// Tells systemd we are ready (queue open, listener bound), starts the
+/// watchdog, and wraps `shutdown` so that systemd hears `STOPPING=1` the
+/// moment it resolves. Without `NOTIFY_SOCKET`, `shutdown` as it was.
+fn systemd_ready(
+    shutdown: impl Future<Output = ()> + Send,
+    queue: &Queue,
+    forwarder: &tokio::task::JoinHandle<()>,
+) -> (impl Future<Output = ()> + Send, ops::notify::Watchdog) {
+    let notifier = ops::notify::Notifier::from_env();
+    if let Some(n) = &notifier {
+        n.send("READY=1");
+    }
+    let (queue, forwarder) = (queue.clone(), forwarder.abort_handle());
+    let watchdog = ops::notify::Watchdog::start(notifier.as_ref(), move || {
+        if !queue.writer_alive() {
+            Err("the queue writer thread has stopped")
+        } else if forwarder.is_finished() {
+            Err("the forwarder task has stopped")
+        } else {
+            Ok(())
+        }
+    });
+    let shutdown = async move {
+        shutdown.await;
+        if let Some(n) = &notifier {
+            n.send("STOPPING=1");
+        }
+    };
+    (shutdown, watchdog)
 }

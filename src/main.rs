@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use edge_ingester::cli::{self, Cli, Command, DeadLetterCommand, QueueCommand, ServeArgs};
 use edge_ingester::config::{Config, LogFormat};
+use edge_ingester::reload::Reloader;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -77,16 +78,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn init_tracing(cfg: &Config) {
+/// Sets up logging; the returned function changes the level while running
+/// (a SIGHUP reload of `log.level`).
+fn init_tracing(cfg: &Config) -> SetLogLevel {
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::prelude::*;
     let level: tracing::Level = cfg.log.level.parse().unwrap_or(tracing::Level::INFO);
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(LevelFilter::from_level(level));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match cfg.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+        LogFormat::Text => registry.with(fmt.with_ansi(false)).init(),
     }
+    Box::new(move |level| {
+        handle
+            .modify(|f| *f = LevelFilter::from_level(level))
+            .map_err(|e| e.to_string())
+    })
 }
+
+type SetLogLevel = Box<dyn Fn(tracing::Level) -> Result<(), String> + Send + Sync>;
 
 fn serve(args: ServeArgs) -> ExitCode {
     let cfg = match args.resolve() {
@@ -96,7 +108,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&cfg);
+    let set_log_level = init_tracing(&cfg);
     match edge_ingester::fd_limit::raise_and_check(cfg.server.max_connections) {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => {
@@ -104,7 +116,11 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    match runtime().and_then(|rt| rt.block_on(serve_until_signal(cfg))) {
+    let reloader = Reloader {
+        load: Box::new(move || args.resolve()),
+        set_log_level,
+    };
+    match runtime().and_then(|rt| rt.block_on(serve_until_signal(cfg, reloader))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -114,7 +130,11 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn serve_until_signal(cfg: Config) -> anyhow::Result<()> {
+async fn serve_until_signal(cfg: Config, reloader: Reloader) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // First, so that from here on SIGHUP reloads instead of killing us (its
+    // default action).
+    let hangups = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
@@ -127,6 +147,6 @@ async fn serve_until_signal(cfg: Config) -> anyhow::Result<()> {
         }
         tracing::info!("shutdown requested: finishing in-flight requests");
     };
-    edge_ingester::run(cfg, listener, shutdown).await?;
+    edge_ingester::run_with_reload(cfg, listener, shutdown, Some((reloader, hangups))).await?;
     Ok(())
 }

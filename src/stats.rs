@@ -62,6 +62,24 @@ pub struct Stats {
     http: Mutex<BTreeMap<(&'static str, u16), u64>>,
     latency: Histogram,
     pub forwarder: Mutex<ForwarderStatus>,
+    pub config: Mutex<ConfigStatus>,
+}
+
+/// The running configuration's history: an operator who sent SIGHUP sees
+/// here whether it took.
+#[derive(Debug, Clone)]
+pub struct ConfigStatus {
+    /// When the running configuration was loaded (start-up or last reload).
+    pub loaded_at: String,
+    pub reloads: u64,
+    pub reload_failures: u64,
+}
+
+/// Now as RFC 3339, UTC.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The SPEC §5 JSON.
@@ -77,7 +95,19 @@ pub struct Snapshot {
     pub metrics_sent: u64,
     pub queue: QueueStats,
     pub forwarder: ForwarderSnapshot,
+    pub config: ConfigSnapshot,
     pub uptime_seconds: f64,
+}
+
+/// SIGHUP reloads (SPEC §9).
+#[derive(Debug, serde::Serialize, serde::Deserialize, poem_openapi::Object)]
+pub struct ConfigSnapshot {
+    /// When the running configuration was loaded (RFC 3339).
+    pub loaded_at: String,
+    /// Reloads applied since start.
+    pub reloads: u64,
+    /// Reloads refused (the file did not validate); nothing changed.
+    pub reload_failures: u64,
 }
 
 #[derive(Debug, serde::Serialize, serde::Deserialize, poem_openapi::Object)]
@@ -183,6 +213,11 @@ impl Stats {
             http: Mutex::new(BTreeMap::new()),
             latency: Histogram::default(),
             forwarder: Mutex::new(ForwarderStatus::default()),
+            config: Mutex::new(ConfigStatus {
+                loaded_at: now_rfc3339(),
+                reloads: 0,
+                reload_failures: 0,
+            }),
         }
     }
 
@@ -217,6 +252,7 @@ impl Stats {
 
     pub fn snapshot(&self, queue: QueueStats) -> Snapshot {
         let f = lock(&self.forwarder).clone();
+        let c = lock(&self.config).clone();
         let now = Instant::now();
         Snapshot {
             status: "ok".into(),
@@ -235,6 +271,11 @@ impl Stats {
                 ),
                 last_error: Nullable(f.last_error),
                 last_success_at: Nullable(f.last_success_at),
+            },
+            config: ConfigSnapshot {
+                loaded_at: c.loaded_at,
+                reloads: c.reloads,
+                reload_failures: c.reload_failures,
             },
             uptime_seconds: self.started.elapsed().as_secs_f64(),
         }
@@ -326,6 +367,16 @@ impl Stats {
                 "dropped_batches_total",
                 "Batches evicted by when_full = drop_oldest.",
                 q.dropped_batches,
+            ),
+            (
+                "config_reloads_total",
+                "SIGHUP reloads applied.",
+                lock(&self.config).reloads,
+            ),
+            (
+                "config_reload_failures_total",
+                "SIGHUP reloads refused: the file did not validate.",
+                lock(&self.config).reload_failures,
             ),
             (
                 "queue_disk_errors_total",

@@ -351,6 +351,75 @@ fn check_config_asks_librdkafka_about_kafka_properties_and_compression() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
+#[test]
+fn check_config_names_a_misspelt_or_invalid_librdkafka_property() {
+    for (file, named) in [
+        (
+            "[kafka.properties]\n\"ssl.ca.locaton\" = \"/etc/ca.pem\"\n",
+            "`ssl.ca.locaton`: No such configuration property",
+        ),
+        (
+            "[kafka.properties]\n\"security.protocol\" = \"bogus\"\n",
+            "`security.protocol`: Invalid value \"bogus\"",
+        ),
+    ] {
+        let out = check_config(file);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(
+            err.contains("kafka.properties") && err.contains(named),
+            "{file}: {err}"
+        );
+    }
+}
+
+const SASL_SSL: &str = "[forwarder]\nsink = \"kafka\"\n[kafka.properties]\n\
+    \"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
+    \"sasl.username\" = \"edge\"\n\"sasl.password\" = \"hunter2-do-not-print\"\n";
+
+#[test]
+fn check_config_accepts_kafka_over_tls_with_sasl_and_redacts_the_password() {
+    let out = check_config(SASL_SSL);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("\"sasl.password\" = \"<redacted>\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(stdout.contains("SCRAM-SHA-512"), "{stdout}");
+}
+
+#[test]
+fn check_config_refuses_a_ca_file_librdkafka_cannot_load() {
+    let out = check_config(&format!(
+        "{SASL_SSL}\"ssl.ca.location\" = \"/nonexistent/kafka-ca.pem\"\n"
+    ));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("ssl.ca.location"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn the_kafka_tls_sasl_example_config_passes_check_config() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/kafka-tls-sasl.example.toml"
+    );
+    let out = bin()
+        .args(["check-config", "--config", example])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("SASL_SSL") && stdout.contains("<redacted>"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("change-me"), "{stdout}");
+}
+
 #[tokio::test]
 async fn dead_letter_replay_takes_the_queue_settings_from_config() {
     use edge_ingester::config::QueueConfig;

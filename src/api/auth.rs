@@ -11,44 +11,45 @@ use poem_openapi::SecurityScheme;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::rate_limit::KeyDigest;
 use super::AppState;
 
 pub struct KeyRing {
-    digests: Vec<[u8; 32]>,
+    digests: Vec<KeyDigest>,
 }
 
 impl KeyRing {
     /// `keys` are plain or `sha256:<hex>`; validated by `Config::validate`.
     pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> KeyRing {
-        let digests = keys
+        let mut digests: Vec<KeyDigest> = keys
             .into_iter()
             .filter_map(|k| match k.strip_prefix("sha256:") {
                 Some(hex_digest) => hex::decode(hex_digest).ok()?.try_into().ok(),
                 None => Some(Sha256::digest(k.as_bytes()).into()),
             })
             .collect();
+        // The same key written twice (plain and hashed) is one caller.
+        digests.sort_unstable();
+        digests.dedup();
         KeyRing { digests }
     }
 
-    /// The index of the matching key (its rate-limit bucket), if any.
-    pub fn identify(&self, presented: &str) -> Option<usize> {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found = None;
-        for (i, d) in self.digests.iter().enumerate() {
-            if bool::from(d.ct_eq(&digest)) {
-                found = Some(i);
-            }
+    /// The matching key's digest (its rate-limit bucket), if any.
+    pub fn identify(&self, presented: &str) -> Option<KeyDigest> {
+        let digest: KeyDigest = Sha256::digest(presented.as_bytes()).into();
+        let mut found = false;
+        for d in &self.digests {
+            found |= bool::from(d.ct_eq(&digest));
         }
-        found
+        found.then_some(digest)
+    }
+
+    pub fn digests(&self) -> &[KeyDigest] {
+        &self.digests
     }
 
     pub fn len(&self) -> usize {
         self.digests.len()
-    }
-
-    /// The digest of key `index`: identifies the caller without the secret.
-    pub fn digest(&self, index: usize) -> [u8; 32] {
-        self.digests.get(index).copied().unwrap_or([0; 32])
     }
 
     pub fn is_empty(&self) -> bool {
@@ -59,20 +60,20 @@ impl KeyRing {
 /// A key was presented; `key` is `None` when it matched no configured key.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
-    pub key: Option<usize>,
+    pub key: Option<KeyDigest>,
 }
 
 async fn check_api_key(req: &Request, key: ApiKey) -> Option<Caller> {
     let state = req.data::<std::sync::Arc<AppState>>()?;
     Some(Caller {
-        key: state.keys.identify(&key.key),
+        key: state.access.load().keys.identify(&key.key),
     })
 }
 
 async fn check_bearer(req: &Request, bearer: Bearer) -> Option<Caller> {
     let state = req.data::<std::sync::Arc<AppState>>()?;
     Some(Caller {
-        key: state.keys.identify(&bearer.token),
+        key: state.access.load().keys.identify(&bearer.token),
     })
 }
 
@@ -102,8 +103,8 @@ pub enum Auth {
 }
 
 impl Auth {
-    /// The caller's key index, or the 401 to answer.
-    pub fn key(&self) -> Result<usize, super::error::Rejection> {
+    /// The caller's key, or the 401 to answer.
+    pub fn key(&self) -> Result<KeyDigest, super::error::Rejection> {
         use super::error::Rejection;
         let caller = match self {
             Auth::ApiKey(ApiKeyAuth(c)) | Auth::Bearer(BearerAuth(c)) => c,
@@ -121,8 +122,10 @@ mod tests {
     fn plain_and_hashed_keys_both_match() {
         let hashed = format!("sha256:{}", hex::encode(Sha256::digest(b"second")));
         let ring = KeyRing::new(["first", hashed.as_str()]);
-        assert_eq!(ring.identify("first"), Some(0));
-        assert_eq!(ring.identify("second"), Some(1));
+        let first: KeyDigest = Sha256::digest(b"first").into();
+        let second: KeyDigest = Sha256::digest(b"second").into();
+        assert_eq!(ring.identify("first"), Some(first));
+        assert_eq!(ring.identify("second"), Some(second));
         assert_eq!(ring.identify("firs"), None);
         assert_eq!(ring.identify(""), None);
     }

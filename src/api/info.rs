@@ -1,5 +1,6 @@
 //! Read-only endpoints: `/`, `/health`, `/ready`, `/stats`, `/stats/prometheus`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use poem_openapi::payload::{Json, PlainText};
@@ -78,6 +79,37 @@ pub const ENDPOINTS: [&str; 9] = [
 
 pub struct InfoApi {
     pub state: Arc<AppState>,
+    /// What `/ready` answered last, so a flip is logged once, not per probe.
+    pub was_ready: AtomicBool,
+}
+
+impl InfoApi {
+    pub fn new(state: Arc<AppState>) -> InfoApi {
+        InfoApi {
+            state,
+            // The server starts ready; the first not-ready answer is a change.
+            was_ready: AtomicBool::new(true),
+        }
+    }
+
+    /// Logs a readiness change the moment a probe sees it. NOTE: readiness
+    /// is derived on demand from the queue (bytes, write failures), so there
+    /// is no single place where it changes; the swap makes exactly one of
+    /// concurrent probes log it.
+    fn note_readiness(&self, reason: Option<&str>) {
+        let ready = reason.is_none();
+        if self.was_ready.swap(ready, Ordering::Relaxed) == ready {
+            return;
+        }
+        match reason {
+            Some(reason) => tracing::warn!(
+                target: "edge_ingester::ready",
+                reason,
+                "readiness ready -> not_ready: {reason}"
+            ),
+            None => tracing::info!(target: "edge_ingester::ready", "readiness not_ready -> ready"),
+        }
+    }
 }
 
 /// The 401 body for read endpoints, same words as for ingest.
@@ -116,7 +148,9 @@ impl InfoApi {
     #[oai(path = "/ready", method = "get")]
     async fn ready(&self) -> ReadyResponse {
         let ratio = self.state.config.queue.high_water_ratio;
-        match self.state.queue.not_ready_reason(ratio) {
+        let reason = self.state.queue.not_ready_reason(ratio);
+        self.note_readiness(reason.as_deref());
+        match reason {
             None => ReadyResponse::Ready(Json(ReadyBody {
                 status: "ready".into(),
                 reason: None,

@@ -16,7 +16,7 @@ use super::auth::Auth;
 use super::body::JsonBody;
 use super::budget::Held;
 use super::error::{IngestResponse, RateHeaders, Rejection};
-use super::rate_limit::Decision;
+use super::rate_limit::{Decision, KeyDigest};
 use super::schema::{LogBatchSchema, MetricBatchSchema};
 use super::AppState;
 use crate::model::{self, Batch, Kind, Problem};
@@ -103,7 +103,7 @@ impl IngestApi {
             Err((r, rate)) => return r.into_response(rate),
         };
         let scope = match idempotency_key
-            .map(|k| scope(state, key, kind.as_str(), &k))
+            .map(|k| scope(key, kind.as_str(), &k))
             .transpose()
         {
             Ok(scope) => scope,
@@ -171,12 +171,15 @@ impl IngestApi {
 pub(super) fn admit(
     state: &AppState,
     auth: &Auth,
-) -> Result<(usize, RateHeaders), (Rejection, Option<RateHeaders>)> {
+) -> Result<(KeyDigest, RateHeaders), (Rejection, Option<RateHeaders>)> {
     let key = auth.key().map_err(|r| (r, None))?;
-    let limit = state.limiter.limit();
-    match state.limiter.check(key, Instant::now()) {
-        Decision::Allow { remaining } => Ok((key, RateHeaders { limit, remaining })),
-        Decision::Deny { retry_after_s } => {
+    let access = state.access.load();
+    let limit = access.limiter.limit();
+    match access.limiter.check(&key, Instant::now()) {
+        // Removed by a reload since the key was checked.
+        None => Err((Rejection::InvalidKey, None)),
+        Some(Decision::Allow { remaining }) => Ok((key, RateHeaders { limit, remaining })),
+        Some(Decision::Deny { retry_after_s }) => {
             state
                 .stats
                 .rate_limited
@@ -191,19 +194,14 @@ pub(super) fn admit(
 }
 
 /// Checks an `Idempotency-Key` and scopes it to (API key, endpoint).
-pub(super) fn scope(
-    state: &AppState,
-    api_key: usize,
-    endpoint: &str,
-    key: &str,
-) -> Result<[u8; 32], Rejection> {
+pub(super) fn scope(api_key: KeyDigest, endpoint: &str, key: &str) -> Result<[u8; 32], Rejection> {
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
         return Err(Rejection::BadHeader(format!(
             "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters"
         )));
     }
     let mut h = Sha256::new();
-    h.update(state.keys.digest(api_key));
+    h.update(api_key);
     h.update(endpoint.as_bytes());
     h.update([0]);
     h.update(key.as_bytes());

@@ -101,7 +101,7 @@ impl OtlpApi {
             Kind::Metrics => "v1/metrics",
         };
         let scope = match idempotency_key
-            .map(|k| scope(&self.state, key, endpoint, &k))
+            .map(|k| scope(key, endpoint, &k))
             .transpose()
         {
             Ok(scope) => scope,

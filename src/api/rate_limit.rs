@@ -1,14 +1,21 @@
-//! Per-key token buckets for `POST /logs` and `POST /metrics`.
+//! Per-key token buckets for the write endpoints.
 //!
 //! Hand-written because the headers need the whole tokens left and the wait
-//! until the next one, and keys are a fixed set known at start-up (one bucket
-//! per configured key, so an attacker cannot grow the map). The bucket is a
-//! pure function of time, which the tests pass in.
+//! until the next one, and keys are a fixed set known when the config is
+//! loaded (one bucket per configured key, found by the key's digest, so an
+//! attacker cannot grow the map). A SIGHUP reload builds a new limiter and
+//! carries over the buckets of the keys that stayed, so a reload is no way
+//! to reset a client's budget. The bucket is a pure function of time, which
+//! the tests pass in.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::queue::lock;
+
+/// A key's SHA-256: what identifies a caller without the secret.
+pub type KeyDigest = [u8; 32];
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -28,24 +35,51 @@ pub enum Decision {
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    buckets: Vec<Mutex<Bucket>>,
+    buckets: HashMap<KeyDigest, Mutex<Bucket>>,
 }
 
 impl RateLimiter {
-    pub fn new(keys: usize, requests_per_second: f64, burst: u64, now: Instant) -> RateLimiter {
+    pub fn new<'a>(
+        keys: impl IntoIterator<Item = &'a KeyDigest>,
+        requests_per_second: f64,
+        burst: u64,
+        now: Instant,
+    ) -> RateLimiter {
         let burst = burst as f64;
         RateLimiter {
             rate: requests_per_second,
             burst,
-            buckets: (0..keys)
-                .map(|_| {
-                    Mutex::new(Bucket {
+            buckets: keys
+                .into_iter()
+                .map(|k| {
+                    let full = Bucket {
                         tokens: burst,
                         last: now,
-                    })
+                    };
+                    (*k, Mutex::new(full))
                 })
                 .collect(),
         }
+    }
+
+    /// Takes over the buckets of keys `old` also had, as they are at `now`
+    /// (capped at this limiter's burst).
+    pub fn carry_over(&self, old: &RateLimiter, now: Instant) {
+        for (key, bucket) in &self.buckets {
+            let Some(before) = old.buckets.get(key) else {
+                continue;
+            };
+            let tokens = old.tokens_at(&lock(before), now);
+            *lock(bucket) = Bucket {
+                tokens: tokens.min(self.burst),
+                last: now,
+            };
+        }
+    }
+
+    fn tokens_at(&self, b: &Bucket, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+        (b.tokens + elapsed * self.rate).min(self.burst)
     }
 
     /// `X-RateLimit-Limit`.
@@ -53,15 +87,14 @@ impl RateLimiter {
         self.burst as u64
     }
 
-    pub fn check(&self, key: usize, now: Instant) -> Decision {
-        let Some(bucket) = self.buckets.get(key) else {
-            return Decision::Deny { retry_after_s: 1 };
-        };
+    /// `None` for a key this limiter does not know (removed by a reload
+    /// since the caller was identified).
+    pub fn check(&self, key: &KeyDigest, now: Instant) -> Option<Decision> {
+        let bucket = self.buckets.get(key)?;
         let mut b = lock(bucket);
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
+        b.tokens = self.tokens_at(&b, now);
         b.last = now.max(b.last);
-        if b.tokens >= 1.0 {
+        Some(if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             Decision::Allow {
                 remaining: b.tokens.floor() as u64,
@@ -71,17 +104,14 @@ impl RateLimiter {
             Decision::Deny {
                 retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
             }
-        }
+        })
     }
 
     /// Whole tokens a key has now, without taking one.
-    pub fn remaining(&self, key: usize, now: Instant) -> u64 {
-        let Some(bucket) = self.buckets.get(key) else {
-            return 0;
-        };
-        let b = lock(bucket);
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        (b.tokens + elapsed * self.rate).min(self.burst).floor() as u64
+    pub fn remaining(&self, key: &KeyDigest, now: Instant) -> u64 {
+        self.buckets
+            .get(key)
+            .map_or(0, |b| self.tokens_at(&lock(b), now).floor() as u64)
     }
 }
 
@@ -89,44 +119,64 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    const A: KeyDigest = [1; 32];
+    const B: KeyDigest = [2; 32];
+
     #[test]
     fn burst_is_spent_then_refused_with_retry_after() {
         let t0 = Instant::now();
-        let rl = RateLimiter::new(1, 1.0, 3, t0);
-        assert_eq!(rl.check(0, t0), Decision::Allow { remaining: 2 });
-        assert_eq!(rl.check(0, t0), Decision::Allow { remaining: 1 });
-        assert_eq!(rl.check(0, t0), Decision::Allow { remaining: 0 });
-        assert_eq!(rl.check(0, t0), Decision::Deny { retry_after_s: 1 });
+        let rl = RateLimiter::new(&[A], 1.0, 3, t0);
+        assert_eq!(rl.check(&A, t0), Some(Decision::Allow { remaining: 2 }));
+        assert_eq!(rl.check(&A, t0), Some(Decision::Allow { remaining: 1 }));
+        assert_eq!(rl.check(&A, t0), Some(Decision::Allow { remaining: 0 }));
+        assert_eq!(rl.check(&A, t0), Some(Decision::Deny { retry_after_s: 1 }));
     }
 
     #[test]
     fn tokens_refill_at_the_configured_rate() {
         let t0 = Instant::now();
-        let rl = RateLimiter::new(1, 2.0, 2, t0);
-        rl.check(0, t0);
-        rl.check(0, t0);
-        assert!(matches!(rl.check(0, t0), Decision::Deny { .. }));
+        let rl = RateLimiter::new(&[A], 2.0, 2, t0);
+        rl.check(&A, t0);
+        rl.check(&A, t0);
+        assert!(matches!(rl.check(&A, t0), Some(Decision::Deny { .. })));
         assert_eq!(
-            rl.check(0, t0 + Duration::from_millis(500)),
-            Decision::Allow { remaining: 0 }
+            rl.check(&A, t0 + Duration::from_millis(500)),
+            Some(Decision::Allow { remaining: 0 })
         );
-        assert_eq!(rl.remaining(0, t0 + Duration::from_secs(10)), 2);
+        assert_eq!(rl.remaining(&A, t0 + Duration::from_secs(10)), 2);
     }
 
     #[test]
     fn slow_rates_give_whole_seconds_to_wait() {
         let t0 = Instant::now();
-        let rl = RateLimiter::new(1, 0.1, 1, t0);
-        rl.check(0, t0);
-        assert_eq!(rl.check(0, t0), Decision::Deny { retry_after_s: 10 });
+        let rl = RateLimiter::new(&[A], 0.1, 1, t0);
+        rl.check(&A, t0);
+        assert_eq!(rl.check(&A, t0), Some(Decision::Deny { retry_after_s: 10 }));
     }
 
     #[test]
-    fn keys_have_separate_buckets() {
+    fn keys_have_separate_buckets_and_unknown_keys_none() {
         let t0 = Instant::now();
-        let rl = RateLimiter::new(2, 1.0, 1, t0);
-        assert!(matches!(rl.check(0, t0), Decision::Allow { .. }));
-        assert!(matches!(rl.check(1, t0), Decision::Allow { .. }));
-        assert!(matches!(rl.check(0, t0), Decision::Deny { .. }));
+        let rl = RateLimiter::new(&[A, B], 1.0, 1, t0);
+        assert!(matches!(rl.check(&A, t0), Some(Decision::Allow { .. })));
+        assert!(matches!(rl.check(&B, t0), Some(Decision::Allow { .. })));
+        assert!(matches!(rl.check(&A, t0), Some(Decision::Deny { .. })));
+        assert_eq!(rl.check(&[3; 32], t0), None);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_spent_budget_of_keys_that_stayed() {
+        let t0 = Instant::now();
+        let old = RateLimiter::new(&[A, B], 1.0, 5, t0);
+        for _ in 0..5 {
+            old.check(&A, t0);
+        }
+        let new = RateLimiter::new(&[A], 1.0, 10, t0);
+        new.carry_over(&old, t0);
+        assert!(matches!(new.check(&A, t0), Some(Decision::Deny { .. })));
+        // A lower burst caps what was carried over.
+        let fresh = RateLimiter::new(&[B], 1.0, 2, t0);
+        fresh.carry_over(&old, t0);
+        assert_eq!(fresh.remaining(&B, t0), 2);
     }
 }

@@ -44,6 +44,7 @@ use poem::{Endpoint, Response};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use super::tls::Tls;
 use crate::config::ServerConfig;
 
 /// What poem turns a response into for hyper.
@@ -176,12 +177,14 @@ impl Drop for IpSlot {
     }
 }
 
-/// Serves `ep` on `listener` until `shutdown` resolves, then lets requests
-/// in progress finish (bounded by `GRACEFUL_TIMEOUT`).
+/// Serves `ep` on `listener` (over TLS when `tls` is given) until
+/// `shutdown` resolves, then lets requests in progress finish (bounded by
+/// `GRACEFUL_TIMEOUT`).
 pub async fn serve<E>(
     listener: TcpListener,
     ep: E,
     limits: Limits,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()>
 where
@@ -232,51 +235,31 @@ where
         };
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
-        let (builder, service) = (
-            builder.clone(),
-            service(ep.clone(), local.clone(), peer, activity.clone()),
-        );
-        let mut stop_rx = stop_rx.clone();
+        let conn = Conn {
+            builder: builder.clone(),
+            ep: ep.clone(),
+            local: local.clone(),
+            peer,
+            activity,
+            header_timeout: limits.header_timeout,
+            stop_rx: stop_rx.clone(),
+        };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // NOTE: `wait_for` returns a guard that is not `Send`; drop it
-            // before anything else is awaited.
-            let mut stopping = std::pin::pin!(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            });
             // Returned when the connection ends, however it ends.
             let _held = (permit, ip_slot);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            let ended = loop {
-                let idle = activity.idle_deadline(limits.header_timeout);
-                tokio::select! {
-                    r = conn.as_mut() => break r,
-                    _ = &mut stopping => {
-                        conn.as_mut().graceful_shutdown();
-                        break conn.await;
-                    }
-                    _ = sleep_until(idle) => {
-                        if activity.idle_deadline(limits.header_timeout)
-                            .is_some_and(|d| d <= tokio::time::Instant::now())
-                        {
-                            // No request head in time: just close. Idle
-                            // after requests: GOAWAY / close, then drop it
-                            // regardless.
-                            if activity.served.load(std::sync::atomic::Ordering::Acquire) {
-                                conn.as_mut().graceful_shutdown();
-                                let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, conn.as_mut()).await;
-                            }
-                            return;
-                        }
-                    }
-                    // A request ended: look at the deadline again.
-                    _ = activity.ended.notified(), if idle.is_none() => {}
-                }
+            let Some(tls) = tls else {
+                return conn.drive(stream, Scheme::HTTP).await;
             };
-            // Errors here are the client's (reset, timeout, bad request
-            // head); hyper has already answered what it could.
-            if let Err(e) = ended {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            // The handshake counts against the first request's header
+            // deadline: a client that never finishes it is cut as one that
+            // never sends its headers.
+            let deadline = tokio::time::Instant::now() + limits.header_timeout;
+            match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+                Ok(Ok(Some(stream))) => conn.drive(stream, Scheme::HTTPS).await,
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(peer = %peer, "TLS handshake not finished in time"),
             }
         });
     }
@@ -294,12 +277,84 @@ where
     Ok(())
 }
 
+/// One accepted connection and what serving it needs.
+struct Conn<E> {
+    builder: auto::Builder<TokioExecutor>,
+    ep: Arc<E>,
+    local: LocalAddr,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    header_timeout: Duration,
+    stop_rx: watch::Receiver<bool>,
+}
+
+impl<E> Conn<E>
+where
+    E: Endpoint<Output = Response> + 'static,
+{
+    /// Serves requests on `io` until the client leaves, idles too long or
+    /// the server stops.
+    async fn drive<I>(self, io: I, scheme: Scheme)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            builder,
+            ep,
+            local,
+            peer,
+            activity,
+            header_timeout,
+            mut stop_rx,
+        } = self;
+        // NOTE: `wait_for` returns a guard that is not `Send`; drop it
+        // before anything else is awaited.
+        let mut stopping = std::pin::pin!(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        });
+        let service = service(ep, local, peer, activity.clone(), scheme);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let ended = loop {
+            let idle = activity.idle_deadline(header_timeout);
+            tokio::select! {
+                r = conn.as_mut() => break r,
+                _ = &mut stopping => {
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
+                }
+                _ = sleep_until(idle) => {
+                    if activity.idle_deadline(header_timeout)
+                        .is_some_and(|d| d <= tokio::time::Instant::now())
+                    {
+                        // No request head in time: just close. Idle after
+                        // requests: GOAWAY / close, then drop it regardless.
+                        if activity.served.load(std::sync::atomic::Ordering::Acquire) {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, conn.as_mut()).await;
+                        }
+                        return;
+                    }
+                }
+                // A request ended: look at the deadline again.
+                _ = activity.ended.notified(), if idle.is_none() => {}
+            }
+        };
+        // Errors here are the client's (reset, timeout, bad request head);
+        // hyper has already answered what it could.
+        if let Err(e) = ended {
+            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+        }
+    }
+}
+
 /// One connection's hyper service: each request through the poem endpoint.
 fn service<E>(
     ep: Arc<E>,
     local: LocalAddr,
     peer: SocketAddr,
     activity: Arc<Activity>,
+    scheme: Scheme,
 ) -> impl hyper::service::Service<
     hyper::Request<Incoming>,
     Response = hyper::Response<ResponseBody>,
@@ -313,7 +368,7 @@ where
     hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let ep = ep.clone();
         let busy = activity.begin();
-        let req = poem::Request::from((req, local.clone(), remote.clone(), Scheme::HTTP));
+        let req = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
         async move {
             let resp = ep.get_response(req).await;
             drop(busy);

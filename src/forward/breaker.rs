@@ -73,6 +73,14 @@ impl Breaker {
         }
     }
 
+    /// New settings from a reload. The state is kept: a circuit open now
+    /// stays open until its current period ends; the new `open_for` applies
+    /// from the next time it opens, the new threshold to the next failure.
+    pub fn reconfigure(&mut self, threshold: u32, open_for: Duration) {
+        self.threshold = threshold.max(1);
+        self.open_for = open_for;
+    }
+
     /// Asks to send. An open circuit whose time is up turns half-open and
     /// lets exactly this one probe through.
     pub fn permit(&mut self, now: Instant) -> Permit {

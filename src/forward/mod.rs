@@ -86,6 +86,8 @@ pub struct Forwarder {
     /// When the sink was last reset: resets are at least
     /// `RESET_AFTER_SILENT_STALL` apart, whatever asked for them.
     last_reset: Option<Instant>,
+    /// Backoff and breaker settings from SIGHUP reloads, if they can change.
+    settings: Option<watch::Receiver<ForwarderConfig>>,
 }
 
 /// What the head of the window did while we waited.
@@ -118,6 +120,42 @@ impl Forwarder {
             logged_cause: String::new(),
             ack_failing: false,
             last_reset: None,
+            settings: None,
+        }
+    }
+
+    /// Takes new backoff and breaker settings from `settings` whenever a
+    /// reload sends them (the sink kind is fixed for the process's life).
+    pub fn with_settings(mut self, settings: watch::Receiver<ForwarderConfig>) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+
+    /// Applies settings a reload sent since the last look. The backoff
+    /// starts again from the new initial delay; the breaker keeps its state.
+    fn take_settings(&mut self) {
+        let Some(rx) = self.settings.as_mut() else {
+            return;
+        };
+        if !rx.has_changed().unwrap_or(false) {
+            return;
+        }
+        let cfg = rx.borrow_and_update().clone();
+        self.backoff = Backoff::new(&cfg);
+        self.breaker.reconfigure(
+            cfg.breaker_failure_threshold,
+            Duration::from_millis(cfg.breaker_open_ms),
+        );
+        tracing::debug!("forwarder: backoff and breaker settings reloaded");
+    }
+
+    /// Resolves when a reload sent new settings (never without a source).
+    async fn settings_changed(settings: &mut Option<watch::Receiver<ForwarderConfig>>) {
+        let Some(rx) = settings else {
+            return std::future::pending().await;
+        };
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -127,6 +165,7 @@ impl Forwarder {
         let queue = self.queue.clone();
         let mut stall_wait = self.sink.stall_after();
         while !*shutdown.borrow() {
+            self.take_settings();
             let appended = queue.appended().notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
@@ -140,10 +179,14 @@ impl Forwarder {
                 _ = shutdown.changed() => break,
             };
             if self.window.is_empty() {
+                let mut settings = self.settings.clone();
                 tokio::select! {
                     _ = appended, if wait_until.is_none() => {}
                     _ = sleep_until(wait_until) => {}
                     _ = shutdown.changed() => {}
+                    // A reload ends a wait the old settings set: the breaker
+                    // and backoff are looked at again.
+                    _ = Self::settings_changed(&mut settings) => {}
                 }
                 continue;
             }
@@ -182,7 +225,10 @@ impl Forwarder {
             }
             self.resume_at = None;
         }
-        let probe_only = match self.breaker.permit(now) {
+        let before = self.breaker.circuit();
+        let permit = self.breaker.permit(now);
+        self.log_circuit(before, None);
+        let probe_only = match permit {
             Permit::WaitUntil(t) => {
                 self.publish_wait(Some(t));
                 return Some(t);
@@ -383,7 +429,9 @@ impl Forwarder {
         let was_failing = self.breaker.consecutive_failures() > 0;
         self.failing_since = None;
         self.logged_cause.clear();
+        let before = self.breaker.circuit();
         self.breaker.on_success();
+        self.log_circuit(before, None);
         self.backoff.reset();
         let mut s = lock(&self.stats.forwarder);
         s.consecutive_failures = 0;
@@ -408,6 +456,7 @@ impl Forwarder {
         let text = err.to_string();
         self.failing_since.get_or_insert(now);
         let cause: String = text.chars().filter(|c| !c.is_ascii_digit()).collect();
+        self.log_circuit(before, Some(&text));
         let mut s = lock(&self.stats.forwarder);
         // Log when the cause or the circuit state changes, not per attempt.
         if cause != self.logged_cause || before != self.breaker.circuit() {
@@ -424,6 +473,40 @@ impl Forwarder {
         s.circuit = self.breaker.circuit();
         s.next_attempt_at = Some(now + delay);
         delay
+    }
+
+    /// One line per change of the circuit, the one an operator alerts on:
+    /// warn when it opens, info when it half-opens or closes.
+    fn log_circuit(&self, before: Circuit, error: Option<&str>) {
+        let after = self.breaker.circuit();
+        if after == before {
+            return;
+        }
+        let (from, to) = (before.as_str(), after.as_str());
+        let failures = self.breaker.consecutive_failures();
+        match after {
+            Circuit::Open => tracing::warn!(
+                target: "edge_ingester::circuit",
+                from,
+                to,
+                failures,
+                error,
+                "circuit {from} -> {to}: sends paused after {failures} consecutive failures"
+            ),
+            Circuit::HalfOpen => tracing::info!(
+                target: "edge_ingester::circuit",
+                from,
+                to,
+                failures,
+                "circuit {from} -> {to}: one probe batch"
+            ),
+            Circuit::Closed => tracing::info!(
+                target: "edge_ingester::circuit",
+                from,
+                to,
+                "circuit {from} -> {to}: the sink confirms again"
+            ),
+        }
     }
 
     fn publish_wait(&self, until: Option<Instant>) {

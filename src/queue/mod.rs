@@ -486,6 +486,12 @@ impl Queue {
         );
     }
 
+    /// Whether the writer thread still takes appends (the systemd watchdog
+    /// stops when it does not). False once closed, or if the thread died.
+    pub fn writer_alive(&self) -> bool {
+        lock(&self.writer).as_ref().is_some_and(|w| w.is_alive())
+    }
+
     /// Stores an encoded batch durably; returns its sequence number once the
     /// group commit that carried it has been synced to disk.
     pub async fn append(&self, record: Vec<u8>, index: IndexEntry) -> Result<u64, QueueError> {

@@ -97,6 +97,11 @@ impl Handle {
         self.tx.send(req).map_err(|_| QueueError::Closed)
     }
 
+    /// False once the thread has exited (it panicked, or was shut down).
+    pub fn is_alive(&self) -> bool {
+        !self.thread.is_finished()
+    }
+
     /// Closes the channel; the thread commits what is pending and exits.
     pub fn shutdown(self) {
         drop(self.tx);

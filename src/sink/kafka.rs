@@ -114,6 +114,92 @@ fn defaults(cfg: &KafkaConfig, node_id: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The producer's librdkafka settings: ours (`defaults`), then every
+/// `[kafka.properties]` entry over them. The sink and `check-config` both
+/// build from here, so what is checked is what runs.
+pub fn client_config(cfg: &KafkaConfig, node_id: &str) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    for (k, v) in defaults(cfg, node_id) {
+        client.set(k, v);
+    }
+    for (k, v) in &cfg.properties {
+        client.set(k, v);
+    }
+    client
+}
+
+/// Asks librdkafka whether it takes the producer settings `[kafka]` makes,
+/// by creating a producer that connects to nothing (no `bootstrap.servers`:
+/// librdkafka starts no connection without one). librdkafka validates each
+/// property name and value itself, and at creation what depends on the
+/// host (`ssl.ca.location` readable, SASL mechanism built in). NOTE: before
+/// this check a bad property passed validation and failed only when `serve`
+/// built its producer (exit 1, after opening the queue).
+pub fn check_settings(cfg: &KafkaConfig) -> Result<(), SettingsError> {
+    let mut client = client_config(cfg, "check");
+    client.remove("bootstrap.servers");
+    client
+        .create::<rdkafka::producer::BaseProducer>()
+        .map(drop)
+        .map_err(|e| SettingsError::new(cfg, &e))
+}
+
+/// librdkafka refused a producer setting. Retrying cannot help: the config
+/// (or a file it names) must change.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", self.problem)]
+pub struct SettingsError {
+    /// The config key at fault: `kafka.properties`, `kafka.compression`, …
+    pub key: &'static str,
+    /// librdkafka's message, led by the property it names; a secret value
+    /// it quotes is replaced by `<redacted>`.
+    pub problem: String,
+}
+
+impl SettingsError {
+    fn new(cfg: &KafkaConfig, err: &KafkaError) -> SettingsError {
+        match err {
+            KafkaError::ClientConfig(_, desc, property, value) => {
+                let key = match property.as_str() {
+                    p if cfg.properties.contains_key(p) => "kafka.properties",
+                    "compression.type" | "compression.codec" => "kafka.compression",
+                    "bootstrap.servers" => "kafka.brokers",
+                    _ => "kafka.properties",
+                };
+                let desc = if is_secret(property) && !value.is_empty() {
+                    desc.replace(value.as_str(), "<redacted>")
+                } else {
+                    desc.clone()
+                };
+                SettingsError {
+                    key,
+                    problem: format!("`{property}`: {desc}"),
+                }
+            }
+            // Raised at creation; librdkafka's text names the property
+            // ("ssl.ca.location failed: …") but never quotes a value.
+            KafkaError::ClientCreation(text) => SettingsError {
+                key: "kafka.properties",
+                problem: text.clone(),
+            },
+            other => SettingsError {
+                key: "kafka.properties",
+                problem: other.to_string(),
+            },
+        }
+    }
+}
+
+/// librdkafka properties whose value is a secret: `check-config` prints them
+/// as `<redacted>`, and no error message quotes them.
+pub fn is_secret(property: &str) -> bool {
+    let p = property.to_ascii_lowercase();
+    ["password", "passphrase", "secret", "private.key"]
+        .iter()
+        .any(|w| p.contains(w))
+        || ["sasl.oauthbearer.config", "sasl.jaas.config", "ssl.key.pem"].contains(&p.as_str())
+}
+
 /// Records the client's own errors (broker down, auth failed…) for
 /// `last_error`. NOTE: during an outage librdkafka repeats its errors about
 /// twice a second with changing counts ("1/1 brokers are down", "0/1 …"), so
@@ -252,15 +338,13 @@ pub struct KafkaSink {
 impl KafkaSink {
     pub fn new(cfg: &KafkaConfig, node_id: &str) -> Result<KafkaSink, String> {
         cfg.check_promise()?;
-        let mut client = ClientConfig::new();
-        for (k, v) in defaults(cfg, node_id) {
-            client.set(k, v);
-        }
-        for (k, v) in &cfg.properties {
-            client.set(k, v);
-        }
+        let client = client_config(cfg, node_id);
+        let first = Generation::new(&client).map_err(|e| {
+            let e = SettingsError::new(cfg, &e);
+            format!("invalid Kafka producer settings: {}: {e}", e.key)
+        })?;
         Ok(KafkaSink {
-            current: Mutex::new(Generation::new(&client)?),
+            current: Mutex::new(first),
             client,
             logs_topic: cfg.logs_topic.clone(),
             metrics_topic: cfg.metrics_topic.clone(),
@@ -273,13 +357,11 @@ impl KafkaSink {
 }
 
 impl Generation {
-    fn new(client: &ClientConfig) -> Result<Generation, String> {
+    fn new(client: &ClientConfig) -> Result<Generation, KafkaError> {
         let errors = Arc::new(Mutex::new(ClientErrors::default()));
-        let producer = client
-            .create_with_context(ErrorTracker {
-                state: errors.clone(),
-            })
-            .map_err(|e| format!("invalid Kafka producer settings: {e}"))?;
+        let producer = client.create_with_context(ErrorTracker {
+            state: errors.clone(),
+        })?;
         Ok(Generation {
             producer: Arc::new(producer),
             errors,
@@ -339,7 +421,12 @@ impl Sink for KafkaSink {
     /// submitted again) and is dropped on a blocking thread: its drop flushes
     /// for up to 500 ms.
     fn reset(&self) -> Result<(), String> {
-        let fresh = Generation::new(&self.client)?;
+        // The settings were accepted at start, so only a creation error is
+        // expected here (a CA file gone); its text quotes no value.
+        let fresh = Generation::new(&self.client).map_err(|e| match e {
+            KafkaError::ClientCreation(text) => format!("cannot recreate the producer: {text}"),
+            _ => "cannot recreate the producer: its settings were refused".to_string(),
+        })?;
         let old = std::mem::replace(&mut *lock(&self.current), fresh);
         std::thread::spawn(move || drop(old));
         Ok(())
@@ -453,5 +540,36 @@ mod tests {
         // unreachable broker at its own pace.)
         let late = sink.health().unwrap_or_default();
         assert!(!late.contains("late report"), "{late}");
+    }
+
+    #[test]
+    fn a_refused_secret_is_never_quoted_in_the_error() {
+        let err = KafkaError::ClientConfig(
+            rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
+            "Invalid value \"s3cret-pw\" for configuration property \"sasl.password\"".into(),
+            "sasl.password".into(),
+            "s3cret-pw".into(),
+        );
+        let e = SettingsError::new(&KafkaConfig::default(), &err);
+        assert_eq!(e.key, "kafka.properties");
+        assert!(!e.problem.contains("s3cret-pw"), "{}", e.problem);
+        assert!(e.problem.starts_with("`sasl.password`: "), "{}", e.problem);
+    }
+
+    #[test]
+    fn passwords_keys_and_oauth_settings_count_as_secrets() {
+        for p in [
+            "sasl.password",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.config",
+            "ssl.key.pem",
+        ] {
+            assert!(is_secret(p), "{p}");
+        }
+        for p in ["sasl.username", "ssl.ca.location", "security.protocol"] {
+            assert!(!is_secret(p), "{p}");
+        }
     }
 }

@@ -7,36 +7,58 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use super::{message, Confirmed, Delivery, Sink, SinkError, SubmitFuture};
 use crate::config::{MockConfig, MockFail};
 use crate::queue::Stored;
 
 pub struct MockSink {
+    /// Replaced whole by a reload; a batch already submitted finishes with
+    /// the settings it was submitted under.
+    settings: ArcSwap<Settings>,
+    started: Instant,
+}
+
+struct Settings {
     latency: Duration,
     fail: MockFail,
     flap: Duration,
-    started: Instant,
+    capture_path: PathBuf,
     /// Shared with the blocking task that writes and syncs it.
     capture: Option<Arc<Mutex<File>>>,
 }
 
-impl MockSink {
-    pub fn new(cfg: &MockConfig) -> std::io::Result<MockSink> {
-        let capture = if cfg.capture_path.as_os_str().is_empty() {
-            None
-        } else {
-            Some(Arc::new(Mutex::new(open_capture(&cfg.capture_path)?)))
+impl Settings {
+    /// Opens the capture file unless `current` already has it open.
+    fn new(cfg: &MockConfig, current: Option<&Settings>) -> std::io::Result<Settings> {
+        let kept = current
+            .filter(|c| c.capture_path == cfg.capture_path)
+            .and_then(|c| c.capture.clone());
+        let capture = match kept {
+            Some(open) => Some(open),
+            None if cfg.capture_path.as_os_str().is_empty() => None,
+            None => Some(Arc::new(Mutex::new(open_capture(&cfg.capture_path)?))),
         };
-        Ok(MockSink {
+        Ok(Settings {
             latency: Duration::from_millis(cfg.latency_ms),
             fail: cfg.fail,
             flap: Duration::from_millis(cfg.flap_ms.max(1)),
-            started: Instant::now(),
+            capture_path: cfg.capture_path.clone(),
             capture,
+        })
+    }
+}
+
+impl MockSink {
+    pub fn new(cfg: &MockConfig) -> std::io::Result<MockSink> {
+        Ok(MockSink {
+            settings: ArcSwap::from_pointee(Settings::new(cfg, None)?),
+            started: Instant::now(),
         })
     }
 
@@ -91,11 +113,19 @@ impl Sink for MockSink {
 
     /// A configured latency is not an outage.
     fn stall_after(&self) -> Duration {
-        self.latency + Duration::from_secs(2)
+        self.settings.load().latency + Duration::from_secs(2)
+    }
+
+    fn reload(&self, config: &crate::config::Config) -> Result<(), String> {
+        let next = Settings::new(&config.mock, Some(&self.settings.load()))
+            .map_err(|e| format!("mock.capture_path: {e}"))?;
+        self.settings.store(Arc::new(next));
+        Ok(())
     }
 
     fn submit<'a>(&'a self, stored: &'a Stored, node_id: &'a str) -> SubmitFuture<'a> {
-        let lines = self.capture.as_ref().map(|_| {
+        let settings = self.settings.load_full();
+        let lines = settings.capture.as_ref().map(|_| {
             let rendered = message::render(stored, node_id);
             let mut lines = Vec::with_capacity(rendered.len() * 330);
             for m in rendered.iter() {
@@ -104,8 +134,8 @@ impl Sink for MockSink {
             }
             lines
         });
-        let (latency, fail, capture) = (self.latency, self.fail, self.capture.clone());
-        let (flap, started) = (self.flap, self.started);
+        let (latency, fail, capture) = (settings.latency, settings.fail, settings.capture.clone());
+        let (flap, started) = (settings.flap, self.started);
         let delivery: Delivery = Box::pin(async move {
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;

@@ -97,6 +97,13 @@ pub trait Sink: Send + Sync {
         false
     }
 
+    /// Takes the settings of a SIGHUP reload that may change while serving
+    /// (`mock.*`); an `Err` means nothing changed. Kafka's settings need a
+    /// restart, so the default takes none.
+    fn reload(&self, _config: &crate::config::Config) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Rebuilds the sink's client. Everything submitted before is abandoned:
     /// the forwarder submits it again from the queue head.
     fn reset(&self) -> Result<(), String> {

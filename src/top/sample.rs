@@ -108,7 +108,7 @@ impl History {
 pub(crate) mod tests {
     use super::*;
     use crate::queue::QueueStats;
-    use crate::stats::{ForwarderSnapshot, Nullable};
+    use crate::stats::{ConfigSnapshot, ForwarderSnapshot, Nullable};
 
     /// A `/stats` answer with the given totals and uptime.
     pub(crate) fn snapshot(uptime: f64, received: u64, sent: u64) -> Snapshot {
@@ -126,6 +126,11 @@ pub(crate) mod tests {
                 next_retry_in_seconds: Nullable(None),
                 last_error: Nullable(None),
                 last_success_at: Nullable(None),
+            },
+            config: ConfigSnapshot {
+                loaded_at: "2026-11-29T09:00:00Z".into(),
+                reloads: 0,
+                reload_failures: 0,
             },
             uptime_seconds: uptime,
         }

@@ -175,6 +175,9 @@ pub fn write_config(dir: &Path, name: &str, config: &Config) -> PathBuf {
 pub struct Binary {
     pub child: Child,
     pub base: String,
+    /// Every stderr line so far (the service's log), for tests of what an
+    /// operator reads.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Binary {
@@ -192,7 +195,18 @@ impl Binary {
     }
 
     pub fn start_exe(exe: &Path, config_path: &Path) -> Binary {
+        Self::start_with_env(exe, config_path, &[])
+    }
+
+    /// `start_exe` with extra environment variables (`NOTIFY_SOCKET`, …).
+    pub fn start_with_env(exe: &Path, config_path: &Path, env: &[(&str, &str)]) -> Binary {
         let mut cmd = Command::new(exe);
+        // A test runner started by systemd must not make every server
+        // notify it; the systemd tests set these explicitly.
+        for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied());
         // NOTE: these variables override the config file (flag > env > file),
         // and CI exports KAFKA_BROKERS for the real-broker test: inherited,
         // it pointed every mock-cluster test's server at tansu instead.
@@ -209,13 +223,18 @@ impl Binary {
             .expect("start edge-ingester");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         // Keep draining stderr for the life of the process, or it blocks.
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.split(edge_ingester::LISTENING_ON).nth(1) {
+                lines.lock().unwrap().push(line.clone());
+                if let Some(rest) = line.split(edge_ingester::LISTENING_ON).nth(1) {
+                    // Text or JSON (`…127.0.0.1:41234","target":…`) logs.
+                    let addr = rest.split(['"', ' ']).next().unwrap_or_default();
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr.trim().to_string());
+                        let _ = tx.send(addr.to_string());
                     }
                 }
                 // Shown with a failing test's output: enough to diagnose.
@@ -230,6 +249,32 @@ impl Binary {
         Binary {
             child,
             base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    /// The log lines that match `pred`, once at least one does; panics with
+    /// the whole log after `limit`.
+    pub fn wait_for_log(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let found: Vec<String> = self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| pred(l))
+                .cloned()
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such log line; the log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -1,0 +1,4 @@
+//! Running the service under an operator's tools: systemd's readiness and
+//! watchdog protocol (`notify.rs`).
+
+pub mod notify;
