@@ -40,8 +40,14 @@ pub fn snapshot(st: &TopState, now: SystemTime) -> String {
         text::rate(r.map(|r| r.metrics_sent)),
     ));
     out.push_str(&format!(
-        "totals logs_received={} metrics_received={} logs_sent={} metrics_sent={} uptime_seconds={:.0}\n",
-        s.logs_received, s.metrics_received, s.logs_sent, s.metrics_sent, s.uptime_seconds
+        "totals logs_received={} metrics_received={} logs_sent={} metrics_sent={} uptime_seconds={:.0} config_reloads={} config_reload_failures={}\n",
+        s.logs_received,
+        s.metrics_received,
+        s.logs_sent,
+        s.metrics_sent,
+        s.uptime_seconds,
+        s.config.reloads,
+        s.config.reload_failures
     ));
     out.push_str(&format!(
         "queue depth_batches={} depth_entries={} bytes={} max_bytes={} disk_bytes={} oldest_age_seconds={} dead_letter_batches={} dropped_batches={}\n",
@@ -91,6 +97,7 @@ mod tests {
             "rates_per_s logs_received=- ",
             "depth_batches=2 depth_entries=7 ",
             "circuit=open consecutive_failures=0 ",
+            "config_reloads=0 config_reload_failures=0\n",
             r#"last_error="broker \"down\"""#,
         ] {
             assert!(out.contains(expected), "missing {expected:?} in\n{out}");

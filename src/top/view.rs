@@ -125,9 +125,12 @@ fn title_bar(st: &TopState, now: SystemTime) -> Paragraph<'static> {
             Line::styled(format!(" error: {error}"), Style::new().fg(Color::Red))
         }
         (_, Some(s)) => Line::raw(format!(
-            " producer: {}  uptime: {}",
+            " producer: {}  uptime: {}  config: loaded {}, {} reloads, {} refused",
             s.producer_type,
-            text::seconds(Some(s.uptime_seconds))
+            text::seconds(Some(s.uptime_seconds)),
+            s.config.loaded_at,
+            s.config.reloads,
+            s.config.reload_failures
         )),
         (_, None) => Line::raw(" waiting for the first answer"),
     };
@@ -348,6 +351,7 @@ mod tests {
         for expected in [
             "http://127.0.0.1:8000",
             "every 1000 ms",
+            "config: loaded 2026-11-29T09:00:00Z, 0 reloads, 0 refused",
             "connected since 00:01:40Z (12s)",
             "depth: 3 batches, 30 entries",
             "circuit: open",
