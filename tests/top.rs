@@ -111,7 +111,7 @@ impl Tmux {
         let dir = tempfile::tempdir().unwrap();
         let exit_file = dir.path().join("exit");
         let cmd = format!(
-            "{} top {args}; echo $? > {}",
+            "'{}' top {args}; echo $? > '{}'",
             exe().display(),
             exit_file.display()
         );
