@@ -71,6 +71,8 @@ pub enum Command {
         #[command(subcommand)]
         command: AgentCommand,
     },
+    /// A live full-screen view of a running server (SPEC §9).
+    Top(crate::top::TopArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,22 +265,47 @@ pub fn dead_letter_replay(data_dir: &Path, config: Option<&Path>) -> Result<Stri
     ))
 }
 
-/// `stats`: fetches `/stats` and renders it for a person.
-pub async fn stats(url: &str, api_key: &str) -> Result<String, String> {
+/// `GET {url}/stats`, parsed; shared by `stats` and `top` (which brings its
+/// own client, with a timeout).
+pub async fn fetch_stats(
+    client: &reqwest::Client,
+    url: &str,
+    api_key: &str,
+) -> Result<crate::stats::Snapshot, String> {
     let url = format!("{}/stats", url.trim_end_matches('/'));
-    let resp = reqwest::Client::new()
+    let resp = client
         .get(&url)
         .header("X-API-Key", api_key)
         .send()
         .await
-        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+        .map_err(|e| format!("cannot reach {url}: {}", error_chain(&e.without_url())))?;
     let status = resp.status();
     let text = resp.text().await.map_err(|e| e.to_string())?;
     if !status.is_success() {
         return Err(format!("{url} answered {status}: {text}"));
     }
-    let s: crate::stats::Snapshot =
-        serde_json::from_str(&text).map_err(|e| format!("unexpected /stats body: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("unexpected /stats body: {e}"))
+}
+
+/// reqwest's own message is only "error sending request"; the reason
+/// (refused, timed out, reset) is the last of its sources. The ones between
+/// ("client error (Connect)") only push the reason off a narrow screen.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut root = None;
+    let mut source = e.source();
+    while let Some(s) = source {
+        root = Some(s);
+        source = s.source();
+    }
+    match root {
+        Some(root) => format!("{e}: {root}"),
+        None => e.to_string(),
+    }
+}
+
+/// `stats`: fetches `/stats` and renders it for a person.
+pub async fn stats(url: &str, api_key: &str) -> Result<String, String> {
+    let s = fetch_stats(&reqwest::Client::new(), url, api_key).await?;
     let f = &s.forwarder;
     Ok(format!(
         "producer:     {} (up {:.0} s)\n\
@@ -303,7 +330,7 @@ pub async fn stats(url: &str, api_key: &str) -> Result<String, String> {
     ))
 }
 
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut unit = 0;

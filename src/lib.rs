@@ -12,6 +12,7 @@
 //! - [`sink`] — where batches go: Kafka or the mock producer; both
 //!   render the same Kafka message per entry (`sink/message.rs`).
 //! - [`stats`] — counters for `/stats` and Prometheus.
+//! - [`top`] — `edge-ingester top`, the live view of a running server's `/stats`.
 //! - [`config`] — the TOML file, defaults and validation; [`reload`]
 //!   applies it again on SIGHUP; [`cli`] the
 //!   command line; [`bench`] the load generator, the soak and the
@@ -36,6 +37,7 @@ pub mod queue;
 pub mod reload;
 pub mod sink;
 pub mod stats;
+pub mod top;
 
 use std::future::Future;
 use std::sync::Arc;

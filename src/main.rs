@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         ),
         Command::Bench(args) => print_or_fail(edge_ingester::bench::run(args)),
         Command::Agent { command } => ExitCode::from(edge_ingester::agent::main(command)),
+        Command::Top(args) => ExitCode::from(edge_ingester::top::main(args)),
     }
 }
 

@@ -251,7 +251,7 @@ pub fn log_batch_body(n: usize, salt: usize) -> Vec<u8> {
             "message": entry_message(k),
             "service": format!("svc-{}", k % 8),
             "host": format!("edge-{:03}", salt % 32),
-            "attributes": {"region": "eu-west", "attempt": k % 3, "cached": k % 2 == 0}
+            "attributes": {"region": "eu-west", "attempt": k % 3, "cached": k.is_multiple_of(2)}
         }));
     }
     serde_json::to_vec(&serde_json::json!({"entries": entries, "agent_version": "0.1.0"}))

@@ -48,7 +48,7 @@ pub fn log_request_body(n: usize, salt: usize) -> Vec<u8> {
             attributes: vec![
                 kv("region", Value::StringValue("eu-west".into())),
                 kv("attempt", Value::IntValue((k % 3) as i64)),
-                kv("cached", Value::BoolValue(k % 2 == 0)),
+                kv("cached", Value::BoolValue(k.is_multiple_of(2))),
             ],
             ..Default::default()
         });
