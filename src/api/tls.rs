@@ -133,3 +133,60 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         reason: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (String, String) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        (made.cert.pem(), made.signing_key.serialize_pem())
+    }
+
+    fn files(dir: &Path, cert: &str, key: &str) -> TlsConfig {
+        std::fs::write(dir.join("c.pem"), cert).unwrap();
+        std::fs::write(dir.join("k.pem"), key).unwrap();
+        TlsConfig {
+            cert_path: dir.join("c.pem"),
+            key_path: dir.join("k.pem"),
+        }
+    }
+
+    #[test]
+    fn a_matching_pair_loads_and_offers_h2_and_http1() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pair();
+        let cfg = server_config(&files(dir.path(), &cert, &key)).unwrap();
+        assert_eq!(cfg.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, _) = pair();
+        let (_, other_key) = pair();
+        let err = server_config(&files(dir.path(), &cert, &other_key)).unwrap_err();
+        assert!(matches!(err, TlsError::Rejected(_)), "{err}");
+    }
+
+    #[test]
+    fn missing_or_empty_files_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pair();
+        let cfg = files(dir.path(), "", &key);
+        let err = server_config(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("c.pem") && err.contains("no PEM certificate"),
+            "{err}"
+        );
+        let cfg = files(dir.path(), &cert, "junk");
+        let err = server_config(&cfg).unwrap_err().to_string();
+        assert!(err.contains("k.pem"), "{err}");
+        std::fs::remove_file(dir.path().join("c.pem")).unwrap();
+        let err = server_config(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot read") && err.contains("c.pem"),
+            "{err}"
+        );
+    }
+}
