@@ -58,6 +58,10 @@ pub enum Command {
         /// Defaults to INGESTION_API_KEY, then the development key.
         #[arg(long, env = "INGESTION_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
+        /// PEM certificate(s) to trust for an `https://` URL, besides the
+        /// system store.
+        #[arg(long, env = "INGESTION_CA_CERT")]
+        ca_cert: Option<PathBuf>,
     },
     /// Offline queue tools (the server must be stopped).
     Queue {
@@ -304,8 +308,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// `stats`: fetches `/stats` and renders it for a person.
-pub async fn stats(url: &str, api_key: &str) -> Result<String, String> {
-    let s = fetch_stats(&reqwest::Client::new(), url, api_key).await?;
+pub async fn stats(url: &str, api_key: &str, ca_cert: Option<&Path>) -> Result<String, String> {
+    let client = crate::client_tls::builder(ca_cert)?
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let s = fetch_stats(&client, url, api_key).await?;
     let f = &s.forwarder;
     Ok(format!(
         "producer:     {} (up {:.0} s)\n\

@@ -380,7 +380,7 @@ impl Config {
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
-            message: e.to_string().trim_end().to_string(),
+            message: describe_toml_error(&e, text),
         })
     }
 
@@ -555,9 +555,78 @@ impl Config {
     }
 }
 
+/// Where and what, without the file's text: toml's own message quotes the
+/// offending line, and serde's quotes the value — an API key or a Kafka
+/// password in a mistyped line went to the log on a reload.
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let what = redact_quoted(
+        &e.message()
+            .trim()
+            .lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join("; "),
+    );
+    let Some(start) = e.span().map(|s| s.start.min(text.len())) else {
+        return what;
+    };
+    let before = text.get(..start).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    format!("line {line}, column {column}: {what}")
+}
+
+/// Replaces every `"…"` (serde's way of quoting a value) by `"<redacted>"`;
+/// names, which serde and toml quote with backticks, stay.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('"') {
+        let quoted_name = rest[..open].ends_with('`');
+        let close = rest[open + 1..].find('"').map(|c| open + 1 + c);
+        match close {
+            Some(close) if !quoted_name && !rest[open + 1..close].contains('`') => {
+                out.push_str(&rest[..open]);
+                out.push_str("\"<redacted>\"");
+                rest = &rest[close + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..=open]);
+                rest = &rest[open + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parse_errors_name_the_place_but_never_quote_a_value() {
+        for text in [
+            "[auth]\nkeys = \"S3cretKey-abc\"\n",
+            "[auth]\nkeys = [\"S3cretKey-abc]\n",
+            "[kafka.properties]\n\"sasl.password\" = S3cretKey-abc\n",
+            "[auth]\nkeyz = [\"S3cretKey-abc\"]\n",
+        ] {
+            let err = Config::from_toml(text, "t").unwrap_err().to_string();
+            assert!(!err.contains("S3cret"), "{err}");
+            assert!(err.contains("line 2"), "{err}");
+        }
+        let err = Config::from_toml("[auth]\nkeyz = []\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`keyz`"), "{err}");
+    }
 
     #[test]
     fn embedded_default_file_equals_built_in_defaults() {

@@ -27,6 +27,7 @@ pub mod agent;
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod client_tls;
 pub mod config;
 pub mod fd_limit;
 pub mod forward;
@@ -205,7 +206,7 @@ fn systemd_ready(
     let (queue, forwarder) = (queue.clone(), forwarder.abort_handle());
     let watchdog = ops::notify::Watchdog::start(notifier.as_ref(), move || {
         if !queue.writer_alive() {
-            Err("the queue writer thread has stopped")
+            Err("the queue writer has stopped, or its disk failed an fsync (a restart re-reads the disk)")
         } else if forwarder.is_finished() {
             Err("the forwarder task has stopped")
         } else {

@@ -14,10 +14,14 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { config } => check_config(config),
-        Command::Stats { url, api_key } => {
+        Command::Stats {
+            url,
+            api_key,
+            ca_cert,
+        } => {
             let key = api_key.unwrap_or_else(|| edge_ingester::config::DEFAULT_API_KEY.into());
             let out = runtime().and_then(|rt| {
-                rt.block_on(cli::stats(&url, &key))
+                rt.block_on(cli::stats(&url, &key, ca_cert.as_deref()))
                     .map_err(anyhow::Error::msg)
             });
             print_or_fail(out)
@@ -101,6 +105,13 @@ fn init_tracing(cfg: &Config) -> SetLogLevel {
 type SetLogLevel = Box<dyn Fn(tracing::Level) -> Result<(), String> + Send + Sync>;
 
 fn serve(args: ServeArgs) -> ExitCode {
+    // First of all: SIGHUP's default action ends the process, and SPEC §9
+    // says it never does. Until the runtime's handler (which reloads) is
+    // installed, a SIGHUP only sets this unread flag.
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGHUP,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
     let cfg = match args.resolve() {
         Ok(c) => c,
         Err(e) => {

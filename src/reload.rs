@@ -160,10 +160,8 @@ impl Live {
             current.replace(new);
         }
         let now = Instant::now();
-        let access = Access::from_config(&next, now);
-        access
-            .limiter
-            .carry_over(&self.state.access.load().limiter, now);
+        let mut access = Access::from_config(&next, now);
+        access.limiter.carry_over(&self.state.access.load().limiter);
         self.state.access.store(Arc::new(access));
         self.forwarder.send_if_modified(|running| {
             let modified = !same(running, &next.forwarder);
@@ -185,11 +183,13 @@ impl Live {
 fn merge(running: &Config, file: &Config) -> (Config, Applied) {
     let mut applied = Applied::default();
     let tls_toggled = running.server.tls.enabled() != file.server.tls.enabled();
+    // The mock's settings only act while the mock is the sink.
+    let mock_inert = running.forwarder.sink != crate::config::SinkKind::Mock;
     for key in changed_keys(running, file) {
         let live = LIVE_KEYS.iter().any(|k| match k.strip_suffix('.') {
             Some(section) => key.starts_with(*k) || key == section,
             None => key == *k,
-        });
+        }) && !(mock_inert && key.starts_with("mock."));
         // Turning TLS on or off changes what the listener speaks: a restart.
         if live && !(tls_toggled && key.starts_with("server.tls")) {
             applied.changed.push(key);
@@ -310,6 +310,15 @@ mod tests {
         let (next, applied) = merge(&tls, &moved);
         assert_eq!(next.server.tls.cert_path, std::path::Path::new("c2"));
         assert_eq!(applied.changed, ["server.tls.cert_path"]);
+    }
+
+    #[test]
+    fn mock_settings_are_not_live_when_kafka_is_the_sink() {
+        let running = parse("[forwarder]\nsink = \"kafka\"\n");
+        let file = parse("[forwarder]\nsink = \"kafka\"\n[mock]\nlatency_ms = 5\n");
+        let applied = merge(&running, &file).1;
+        assert_eq!(applied.restart_only, ["mock.latency_ms"]);
+        assert!(applied.changed.is_empty());
     }
 
     #[test]

@@ -95,12 +95,14 @@ pub struct Snapshot {
     pub metrics_sent: u64,
     pub queue: QueueStats,
     pub forwarder: ForwarderSnapshot,
+    /// Absent from servers older than SIGHUP reload: read as empty.
+    #[serde(default)]
     pub config: ConfigSnapshot,
     pub uptime_seconds: f64,
 }
 
 /// SIGHUP reloads (SPEC §9).
-#[derive(Debug, serde::Serialize, serde::Deserialize, poem_openapi::Object)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize, poem_openapi::Object)]
 pub struct ConfigSnapshot {
     /// When the running configuration was loaded (RFC 3339).
     pub loaded_at: String,

@@ -50,6 +50,30 @@ async fn post(c: &reqwest::Client, base: &str, ids: &[String]) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// `WATCHDOG=1` datagrams received within `within` (zero: those queued).
+fn watchdog_pings(sock: &std::os::unix::net::UnixDatagram, within: Duration) -> usize {
+    let until = Instant::now() + within;
+    let mut n = 0;
+    let mut buf = [0u8; 512];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            sock.set_nonblocking(true).unwrap();
+        } else {
+            sock.set_nonblocking(false).unwrap();
+            sock.set_read_timeout(Some(left)).unwrap();
+        }
+        match sock.recv(&mut buf) {
+            Ok(len) => n += usize::from(&buf[..len] == b"WATCHDOG=1"),
+            Err(_) if left.is_zero() => {
+                sock.set_nonblocking(false).unwrap();
+                return n;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 async fn ready(c: &reqwest::Client, base: &str) -> (u16, Value) {
     let r = c.get(format!("{base}/ready")).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
@@ -78,10 +102,25 @@ async fn an_fsync_error_keeps_the_queue_failed_until_a_restart() {
         return;
     };
     let cfg = config(dir.path(), fs.mountpoint());
-    let mut server = start(dir.path(), &cfg);
+    // Under systemd: the watchdog pings must stop once the queue cannot
+    // write again, so that systemd restarts the service.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    let exe = std::env::var_os("EDGE_INGESTER_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_edge-ingester").into());
+    let mut server = Binary::start_with_env(
+        &exe,
+        &write_config(dir.path(), "c.toml", &cfg),
+        &[
+            ("NOTIFY_SOCKET", notify_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
     let c = client();
     let (status, _) = post(&c, &server.base, &["before".into()]).await;
     assert_eq!(status, 202);
+    assert!(watchdog_pings(&notify, Duration::from_secs(1)) > 0);
 
     fs.fail_fsync(Some(libc::EIO));
     let (status, body) = post(&c, &server.base, &["during".into()]).await;
@@ -99,6 +138,12 @@ async fn an_fsync_error_keeps_the_queue_failed_until_a_restart() {
         refused += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    watchdog_pings(&notify, Duration::ZERO);
+    assert_eq!(
+        watchdog_pings(&notify, Duration::from_secs(1)),
+        0,
+        "the watchdog still pings with a queue that refuses every write"
+    );
     let (status, body) = ready(&c, &server.base).await;
     eprintln!("after the fsync error: {refused} requests refused, /ready {status} {body}");
     assert_eq!(status, 503);

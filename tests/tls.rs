@@ -228,3 +228,109 @@ async fn sighup_replaces_the_certificate_without_dropping_open_connections() {
         202
     );
 }
+
+/// The binary under test: CI's release build (built without the test's
+/// features) when `EDGE_INGESTER_BIN` names it.
+fn exe() -> std::path::PathBuf {
+    std::env::var_os("EDGE_INGESTER_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_edge-ingester").into())
+}
+
+fn run(args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(exe())
+        .args(args)
+        .env_remove("INGESTION_API_KEY")
+        .env_remove("INGESTION_API_URL")
+        .env_remove("INGESTION_CA_CERT")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_stats_top_and_log_agent_reach_an_https_server_with_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let pair = certificate();
+    let server = start(dir.path(), &pair, 5_000);
+    let ca = dir.path().join("cert.pem");
+    let ca = ca.to_str().unwrap();
+    let base = server.base.as_str();
+
+    let agent = tokio::task::block_in_place(|| {
+        run(
+            &[
+                "agent",
+                "logs",
+                "--url",
+                base,
+                "--api-key",
+                KEY,
+                "--ca-cert",
+                ca,
+                "--service",
+                "edge",
+                "--batch-size",
+                "1",
+                "--flush-interval",
+                "0.1",
+            ],
+            "ERROR: over https\n",
+        )
+    });
+    assert!(
+        agent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&agent.stderr)
+    );
+    let stats = tokio::task::block_in_place(|| {
+        run(
+            &["stats", "--url", base, "--api-key", KEY, "--ca-cert", ca],
+            "",
+        )
+    });
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    let top = tokio::task::block_in_place(|| {
+        run(
+            &[
+                "top",
+                "--once",
+                "--url",
+                base,
+                "--api-key",
+                KEY,
+                "--ca-cert",
+                ca,
+            ],
+            "",
+        )
+    });
+    let shown = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    assert!(shown.contains("logs_received=1"), "{shown}");
+    // Without the certificate the server is not trusted: a clear failure.
+    let untrusted = tokio::task::block_in_place(|| {
+        run(&["top", "--once", "--url", base, "--api-key", KEY], "")
+    });
+    assert_eq!(untrusted.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}

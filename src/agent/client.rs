@@ -69,6 +69,9 @@ pub enum Fatal {
          e.g. http://localhost:8000"
     )]
     NotAnIngester(String, u16),
+    /// `--ca-cert` cannot be read, or the HTTPS client cannot be built.
+    #[error("{0}")]
+    Tls(String),
     /// The followed file or the state directory cannot be used.
     #[error("{0}")]
     State(String),
@@ -81,20 +84,21 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(target: &Target) -> Client {
+    pub fn new(target: &Target) -> Result<Client, Fatal> {
         // NOTE: no redirects: reqwest would turn the POST into a GET (the
         // batch then refused as 405 and dropped) and carry the API key to
         // whatever host it was sent to.
-        let http = reqwest::Client::builder()
+        let http = crate::client_tls::builder(target.ca_cert.as_deref())
+            .map_err(Fatal::Tls)?
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .expect("an HTTP client without TLS always builds");
-        Client {
+            .map_err(|e| Fatal::Tls(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
             http,
             base: target.url.trim_end_matches('/').to_string(),
             key: target.api_key.clone(),
-        }
+        })
     }
 
     /// Sends `body` (a JSON batch) until the server answers for good.

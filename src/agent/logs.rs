@@ -72,7 +72,7 @@ fn seconds(s: &str) -> Result<f64, String> {
 pub async fn run(args: LogsArgs, shutdown: watch::Receiver<bool>) -> Result<u64, Fatal> {
     let host = args.target.host();
     tracing::info!(service = %args.service, "Log agent starting");
-    let client = Client::new(&args.target);
+    let client = Client::new(&args.target)?;
     let ctx = Context {
         client,
         service: args.service.clone(),

@@ -43,7 +43,7 @@ pub async fn run(args: MetricsArgs, mut shutdown: watch::Receiver<bool>) -> Resu
         interval = %format!("{:.1}", args.interval),
         "Metrics agent starting"
     );
-    let client = Client::new(&args.target);
+    let client = Client::new(&args.target)?;
     let interval = Duration::from_secs_f64(args.interval);
     let mut collector = Host::new();
     let mut buffer: Vec<Item> = Vec::new();

@@ -36,6 +36,10 @@ pub struct Target {
     /// `host` of every entry (default: this machine's hostname).
     #[arg(long)]
     pub host: Option<String>,
+    /// PEM certificate(s) to trust for an `https://` URL, besides the
+    /// system store (a self-signed ingester).
+    #[arg(long, env = "INGESTION_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Target {

@@ -3,13 +3,15 @@
 //! Hand-written because the headers need the whole tokens left and the wait
 //! until the next one, and keys are a fixed set known when the config is
 //! loaded (one bucket per configured key, found by the key's digest, so an
-//! attacker cannot grow the map). A SIGHUP reload builds a new limiter and
-//! carries over the buckets of the keys that stayed, so a reload is no way
-//! to reset a client's budget. The bucket is a pure function of time, which
+//! attacker cannot grow the map). A SIGHUP reload builds a new limiter that
+//! shares the buckets of the keys that stayed with the old one — the same
+//! bucket, not a copy, so requests still checked against the old limiter
+//! during the swap spend from it too — and a reload is no way to reset a
+//! client's budget. The bucket is a pure function of time, which
 //! the tests pass in.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::queue::lock;
@@ -35,7 +37,7 @@ pub enum Decision {
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    buckets: HashMap<KeyDigest, Mutex<Bucket>>,
+    buckets: HashMap<KeyDigest, Arc<Mutex<Bucket>>>,
 }
 
 impl RateLimiter {
@@ -56,24 +58,20 @@ impl RateLimiter {
                         tokens: burst,
                         last: now,
                     };
-                    (*k, Mutex::new(full))
+                    (*k, Arc::new(Mutex::new(full)))
                 })
                 .collect(),
         }
     }
 
-    /// Takes over the buckets of keys `old` also had, as they are at `now`
-    /// (capped at this limiter's burst).
-    pub fn carry_over(&self, old: &RateLimiter, now: Instant) {
-        for (key, bucket) in &self.buckets {
-            let Some(before) = old.buckets.get(key) else {
-                continue;
-            };
-            let tokens = old.tokens_at(&lock(before), now);
-            *lock(bucket) = Bucket {
-                tokens: tokens.min(self.burst),
-                last: now,
-            };
+    /// Shares the buckets of keys `old` also had. The tokens in them are
+    /// refilled at this limiter's rate from now on, and capped at its burst
+    /// at the next check.
+    pub fn carry_over(&mut self, old: &RateLimiter) {
+        for (key, bucket) in self.buckets.iter_mut() {
+            if let Some(shared) = old.buckets.get(key) {
+                *bucket = shared.clone();
+            }
         }
     }
 
@@ -171,12 +169,19 @@ mod tests {
         for _ in 0..5 {
             old.check(&A, t0);
         }
-        let new = RateLimiter::new(&[A], 1.0, 10, t0);
-        new.carry_over(&old, t0);
+        let mut new = RateLimiter::new(&[A], 1.0, 10, t0);
+        new.carry_over(&old);
         assert!(matches!(new.check(&A, t0), Some(Decision::Deny { .. })));
         // A lower burst caps what was carried over.
-        let fresh = RateLimiter::new(&[B], 1.0, 2, t0);
-        fresh.carry_over(&old, t0);
+        let mut fresh = RateLimiter::new(&[B], 1.0, 2, t0);
+        fresh.carry_over(&old);
         assert_eq!(fresh.remaining(&B, t0), 2);
+        // The same bucket: spending through the old limiter is seen by the new.
+        let mut shared = RateLimiter::new(&[B], 1.0, 5, t0);
+        shared.carry_over(&old);
+        for _ in 0..5 {
+            old.check(&B, t0);
+        }
+        assert!(matches!(shared.check(&B, t0), Some(Decision::Deny { .. })));
     }
 }

@@ -287,6 +287,9 @@ struct Shared {
     disk_bytes: AtomicU64,
     /// Failed commits and syncs since start.
     disk_errors: AtomicU64,
+    /// An fsync failed: the writer refuses every write until a restart, so
+    /// the systemd watchdog stops and systemd restarts us.
+    write_fatal: AtomicBool,
     /// Test hook (`inject_dead_letter_fault`): a `DeadLetterFault` as u8.
     dead_letter_fault: std::sync::atomic::AtomicU8,
 }
@@ -461,6 +464,7 @@ impl Queue {
             unsynced: AtomicBool::new(false),
             disk_bytes: AtomicU64::new(dir_allocated_bytes(&path_for_sample)),
             disk_errors: AtomicU64::new(0),
+            write_fatal: AtomicBool::new(false),
             dead_letter_fault: std::sync::atomic::AtomicU8::new(DeadLetterFault::None as u8),
         })
     }
@@ -486,10 +490,12 @@ impl Queue {
         );
     }
 
-    /// Whether the writer thread still takes appends (the systemd watchdog
-    /// stops when it does not). False once closed, or if the thread died.
+    /// Whether the writer thread can still store appends (the systemd
+    /// watchdog stops when it cannot). False once closed, if the thread
+    /// died, or after an fsync failure, which only a restart clears.
     pub fn writer_alive(&self) -> bool {
-        lock(&self.writer).as_ref().is_some_and(|w| w.is_alive())
+        !self.shared.write_fatal.load(Ordering::Acquire)
+            && lock(&self.writer).as_ref().is_some_and(|w| w.is_alive())
     }
 
     /// Stores an encoded batch durably; returns its sequence number once the

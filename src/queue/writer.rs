@@ -273,6 +273,7 @@ impl Writer {
                  not be on disk. Refusing all writes (503) until restart; check the disk (dmesg)."
             );
             lock(&self.shared.live).write_failure = Some(reason.clone());
+            self.shared.write_fatal.store(true, Ordering::Release);
             let forget = self.failure.take().map(|x| x.forget).unwrap_or_default();
             self.failure = Some(Failure {
                 reason,

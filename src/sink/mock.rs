@@ -34,11 +34,14 @@ struct Settings {
 }
 
 impl Settings {
-    /// Opens the capture file unless `current` already has it open.
+    /// Opens the capture file unless `current` already has that very file
+    /// open: a file rotated away (renamed or deleted, as logrotate does
+    /// before it sends SIGHUP) is opened again at the path.
     fn new(cfg: &MockConfig, current: Option<&Settings>) -> std::io::Result<Settings> {
         let kept = current
             .filter(|c| c.capture_path == cfg.capture_path)
-            .and_then(|c| c.capture.clone());
+            .and_then(|c| c.capture.clone())
+            .filter(|open| same_file(&crate::queue::lock(open), &cfg.capture_path));
         let capture = match kept {
             Some(open) => Some(open),
             None if cfg.capture_path.as_os_str().is_empty() => None,
@@ -76,6 +79,15 @@ impl MockSink {
                 })
             }
         }
+    }
+}
+
+/// Whether `path` still names the open `file`.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
@@ -173,6 +185,28 @@ mod tests {
         assert!(MockSink::failing(MockFail::Flapping, flap, ago(21)).is_none());
         assert!(MockSink::failing(MockFail::Always, flap, ago(1)).is_some());
         assert!(MockSink::failing(MockFail::Never, flap, ago(11)).is_none());
+    }
+
+    #[test]
+    fn a_reload_reopens_a_rotated_capture_and_keeps_an_unmoved_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = MockConfig {
+            capture_path: dir.path().join("capture.jsonl"),
+            ..MockConfig::default()
+        };
+        let first = Settings::new(&cfg, None).unwrap();
+        let kept = Settings::new(&cfg, Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(
+            first.capture.as_ref().unwrap(),
+            kept.capture.as_ref().unwrap()
+        ));
+        std::fs::rename(&cfg.capture_path, dir.path().join("capture.jsonl.1")).unwrap();
+        let reopened = Settings::new(&cfg, Some(&kept)).unwrap();
+        assert!(!Arc::ptr_eq(
+            kept.capture.as_ref().unwrap(),
+            reopened.capture.as_ref().unwrap()
+        ));
+        assert!(cfg.capture_path.exists());
     }
 
     #[test]

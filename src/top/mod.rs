@@ -49,6 +49,10 @@ pub struct TopArgs {
     /// Print one plain snapshot and exit (1 if the server cannot be read).
     #[arg(long)]
     pub once: bool,
+    /// PEM certificate(s) to trust for an `https://` URL, besides the
+    /// system store.
+    #[arg(long, env = "INGESTION_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Runs `top`; returns the exit code (0, or 1 when it could not run).
@@ -58,7 +62,7 @@ pub fn main(args: TopArgs) -> u8 {
         .clone()
         .unwrap_or_else(|| crate::config::DEFAULT_API_KEY.into());
     let interval = Duration::from_millis(args.interval_ms);
-    let poller = match Poller::new(&args.url, &key, interval) {
+    let poller = match Poller::new(&args.url, &key, interval, args.ca_cert.as_deref()) {
         Ok(p) => p,
         Err(e) => return fail(&e),
     };

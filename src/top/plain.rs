@@ -62,17 +62,39 @@ pub fn snapshot(st: &TopState, now: SystemTime) -> String {
     ));
     out.push_str(&format!(
         "forwarder circuit={} consecutive_failures={} next_retry_in_seconds={} last_success_at={} last_error={:?}\n\n",
-        f.circuit,
+        bare(&f.circuit),
         f.consecutive_failures,
         f.next_retry_in_seconds.map_or("-".into(), |t| format!("{t:.1}")),
-        f.last_success_at.as_deref().unwrap_or("-"),
+        bare(f.last_success_at.as_deref().unwrap_or("-")),
         f.last_error.as_deref().unwrap_or("-"),
     ));
     out
 }
 
+/// A server's word as it is when it is a plain token, else quoted and
+/// escaped: a hostile server must not reach the terminal with control
+/// characters, nor break the `label=value` format with spaces.
+fn bare(s: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-:.+".contains(c));
+    if plain {
+        s.into()
+    } else {
+        format!("{s:?}").into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn server_words_with_control_characters_are_escaped() {
+        assert_eq!(super::bare("half_open"), "half_open");
+        assert_eq!(super::bare("2026-11-29T10:00:00Z"), "2026-11-29T10:00:00Z");
+        let hostile = super::bare("\u{1b}]0;pwned\u{7}");
+        assert!(!hostile.contains('\u{1b}'), "{hostile}");
+    }
+
     use std::time::Duration;
 
     use super::*;

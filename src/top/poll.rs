@@ -18,12 +18,17 @@ pub struct Poller {
 }
 
 impl Poller {
-    pub fn new(url: &str, api_key: &str, interval: Duration) -> Result<Poller, String> {
+    pub fn new(
+        url: &str,
+        api_key: &str,
+        interval: Duration,
+        ca_cert: Option<&std::path::Path>,
+    ) -> Result<Poller, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-        let client = reqwest::Client::builder()
+        let client = crate::client_tls::builder(ca_cert)?
             // A hung server shows as an error within about one interval.
             .timeout(interval.clamp(Duration::from_secs(1), Duration::from_secs(10)))
             // NOTE: a pooled connection to a server that has since restarted
