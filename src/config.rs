@@ -229,7 +229,7 @@ impl std::str::FromStr for SinkKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForwarderConfig {
     pub sink: SinkKind,

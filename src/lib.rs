@@ -147,14 +147,14 @@ pub async fn run_with_reload(
         stats: stats.clone(),
     });
     let reloading = reload.map(|(reloader, mut hangups)| {
-        let live = Arc::new(std::sync::Mutex::new(reload::Live::new(
-            config,
-            state.clone(),
+        let live = Arc::new(std::sync::Mutex::new(reload::Live {
+            running: config,
+            state: state.clone(),
             sink,
-            tls.clone(),
-            settings_tx,
+            tls: tls.clone(),
+            forwarder: settings_tx,
             stats,
-        )));
+        }));
         let reloader = Arc::new(reloader);
         tokio::spawn(async move {
             while hangups.recv().await.is_some() {

@@ -72,33 +72,16 @@ pub struct Applied {
 pub struct Live {
     /// What is in effect now: the start-up config with every applied
     /// reload's live settings.
-    running: Config,
-    state: Arc<AppState>,
-    sink: Arc<dyn Sink>,
-    tls: Option<Arc<Tls>>,
-    forwarder: watch::Sender<ForwarderConfig>,
-    stats: Arc<Stats>,
+    pub running: Config,
+    pub state: Arc<AppState>,
+    pub sink: Arc<dyn Sink>,
+    pub tls: Option<Arc<Tls>>,
+    /// The forwarder's backoff and breaker settings.
+    pub forwarder: watch::Sender<ForwarderConfig>,
+    pub stats: Arc<Stats>,
 }
 
 impl Live {
-    pub fn new(
-        running: Config,
-        state: Arc<AppState>,
-        sink: Arc<dyn Sink>,
-        tls: Option<Arc<Tls>>,
-        forwarder: watch::Sender<ForwarderConfig>,
-        stats: Arc<Stats>,
-    ) -> Live {
-        Live {
-            running,
-            state,
-            sink,
-            tls,
-            forwarder,
-            stats,
-        }
-    }
-
     /// One SIGHUP: reload, log the outcome, count it in `/stats`. Never
     /// fails the process.
     pub fn on_hangup(&mut self, reloader: &Reloader) {
@@ -148,11 +131,8 @@ impl Live {
             Some(_) => Some(crate::api::tls_server_config(&next.server.tls)?),
             None => None,
         };
-        let level: tracing::Level = next
-            .log
-            .level
-            .parse()
-            .map_err(|_| ReloadError::Sink(format!("log.level: `{}`", next.log.level)))?;
+        // `validate` checked it.
+        let level: tracing::Level = next.log.level.parse().unwrap_or(tracing::Level::INFO);
         self.sink.reload(&next).map_err(ReloadError::Sink)?;
 
         // Commit: none of these can fail.
@@ -164,7 +144,7 @@ impl Live {
         access.limiter.carry_over(&self.state.access.load().limiter);
         self.state.access.store(Arc::new(access));
         self.forwarder.send_if_modified(|running| {
-            let modified = !same(running, &next.forwarder);
+            let modified = *running != next.forwarder;
             if modified {
                 *running = next.forwarder.clone();
             }
@@ -210,10 +190,6 @@ fn merge(running: &Config, file: &Config) -> (Config, Applied) {
         next.server.tls = file.server.tls.clone();
     }
     (next, applied)
-}
-
-fn same(a: &ForwarderConfig, b: &ForwarderConfig) -> bool {
-    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
 }
 
 /// Dotted paths of the settings that differ. Values are never returned:

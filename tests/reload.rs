@@ -4,27 +4,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{captured_messages, log_batch, test_config, write_config, Binary};
+use common::{captured_messages, log_batch, stats_as, test_config, write_config, Binary};
 use edge_ingester::config::{Config, MockFail};
-use serde_json::Value;
-
-fn hup(server: &Binary) {
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
 
 /// Sends SIGHUP and waits for the outcome's log line (the `n`th of its
 /// kind); returns when it was seen.
 fn reload(server: &Binary, n: usize, outcome: &str) -> Instant {
-    hup(server);
+    server.sighup();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let seen = server
@@ -55,17 +44,6 @@ async fn post(c: &reqwest::Client, base: &str, key: &str, ids: &[String]) -> req
         .send()
         .await?;
     Ok(r.status().as_u16())
-}
-
-async fn stats(c: &reqwest::Client, base: &str, key: &str) -> Value {
-    c.get(format!("{base}/stats"))
-        .header("x-api-key", key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn delivering_config(dir: &Path) -> Config {
@@ -196,7 +174,7 @@ async fn an_invalid_file_changes_nothing_and_is_counted() {
     let path = write_config(dir.path(), "c.toml", &cfg);
     let server = Binary::start(&path);
     let c = reqwest::Client::new();
-    let loaded_at = stats(&c, &server.base, "k1").await["config"]["loaded_at"].clone();
+    let loaded_at = stats_as(&c, &server.base, "k1").await["config"]["loaded_at"].clone();
 
     // Out of range, with a new key in it: the key must not take.
     let mut bad = cfg.clone();
@@ -218,7 +196,7 @@ async fn an_invalid_file_changes_nothing_and_is_counted() {
             .unwrap(),
         401
     );
-    let st = stats(&c, &server.base, "k1").await;
+    let st = stats_as(&c, &server.base, "k1").await;
     assert_eq!(st["config"]["reloads"], 0);
     assert_eq!(st["config"]["reload_failures"], 2);
     assert_eq!(st["config"]["loaded_at"], loaded_at);
@@ -245,7 +223,7 @@ async fn an_invalid_file_changes_nothing_and_is_counted() {
     // A good file afterwards is taken.
     write_config(dir.path(), "c.toml", &cfg);
     tokio::task::block_in_place(|| reload(&server, 1, "config reloaded"));
-    let st = stats(&c, &server.base, "k1").await;
+    let st = stats_as(&c, &server.base, "k1").await;
     assert_eq!(st["config"]["reloads"], 1);
     assert_ne!(st["config"]["loaded_at"], loaded_at);
 }

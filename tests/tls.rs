@@ -89,15 +89,7 @@ async fn https_serves_h1_and_h2_by_alpn_to_a_verifying_client_and_refuses_plain_
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body["detail"].as_str().unwrap().contains("HTTPS"), "{body}");
-    let st: serde_json::Value = client(&pair.0, false)
-        .get(format!("{}/stats", server.base))
-        .header("x-api-key", KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st = common::stats(&client(&pair.0, false), &server.base).await;
     assert_eq!(st["logs_received"], 2);
 }
 
@@ -186,12 +178,7 @@ async fn sighup_replaces_the_certificate_without_dropping_open_connections() {
     // The renewal writes over the same files, as certbot does.
     let second = certificate();
     write_pair(dir.path(), &second);
-    let pid = server.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    server.sighup();
     tokio::task::block_in_place(|| {
         server.wait_for_log(Duration::from_secs(20), |l| l.contains("config reloaded"))
     });
@@ -210,11 +197,7 @@ async fn sighup_replaces_the_certificate_without_dropping_open_connections() {
 
     // A broken key file is refused: nothing changes, still serving.
     std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    server.sighup();
     tokio::task::block_in_place(|| {
         server.wait_for_log(Duration::from_secs(20), |l| {
             l.contains("config reload failed")

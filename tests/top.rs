@@ -77,6 +77,25 @@ fn expected_on_screen(s: &Value) -> [String; 2] {
     ]
 }
 
+/// `top` every 200 ms with stdout piped (no terminal), and its lines.
+fn piped_top(base: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = top()
+        .args(["--url", base, "--interval-ms", "200"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
 fn top() -> Command {
     let mut c = Command::new(exe());
     for var in OVERRIDE_VARS {
@@ -348,20 +367,7 @@ async fn top_without_a_terminal_prints_a_snapshot_every_interval() {
     post_batches(&server.base, &[6]).await;
     wait_until_stuck(&server.base, 1).await;
 
-    let mut child = top()
-        .args(["--url", &server.base, "--interval-ms", "200"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (mut child, rx) = piped_top(&server.base);
     let deadline = Instant::now() + LIMIT;
     let mut headers = 0;
     let mut depths = 0;
@@ -457,20 +463,7 @@ async fn entries_posted_between_two_polls_show_as_a_receive_rate() {
         "c.toml",
         &stuck_config(dir.path()),
     ));
-    let mut child = top()
-        .args(["--url", &server.base, "--interval-ms", "200"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (mut child, rx) = piped_top(&server.base);
     // Wait for a step that has a rate (two polls in), so the post lands in
     // a step between two answers from the same server.
     let deadline = Instant::now() + LIMIT;

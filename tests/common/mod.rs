@@ -114,8 +114,13 @@ pub async fn post_json(c: &reqwest::Client, url: &str, body: &Value) -> reqwest:
 }
 
 pub async fn stats(c: &reqwest::Client, base: &str) -> Value {
+    stats_as(c, base, KEY).await
+}
+
+/// `/stats` asked with `key`.
+pub async fn stats_as(c: &reqwest::Client, base: &str, key: &str) -> Value {
     c.get(format!("{base}/stats"))
-        .header("x-api-key", KEY)
+        .header("x-api-key", key)
         .send()
         .await
         .unwrap()
@@ -281,6 +286,13 @@ impl Binary {
     pub fn sigkill(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// SIGHUP: reload the config file.
+    pub fn sighup(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(sent.success());
     }
 
     /// SIGTERM, then the exit status.
