@@ -18,21 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{queue_stats, BenchArgs, Server, KEY};
-
-/// Clock ticks per second for /proc/<pid>/stat (the kernel's USER_HZ, 100 on
-/// every Linux build we run on).
-const TICKS: f64 = 100.0;
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the ")" that ends the command name: utime is the 12th,
-    // stime the 13th of what follows (fields 14 and 15 overall).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (num(11) + num(12)) / TICKS
-}
+use super::{cpu_seconds, queue_stats, BenchArgs, Server, KEY};
 
 fn hwm_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

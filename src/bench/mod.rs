@@ -185,6 +185,11 @@ impl Server {
         })
     }
 
+    /// CPU seconds (user + system) the server has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
+    }
+
     pub fn rss_mb(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
@@ -210,6 +215,20 @@ impl Server {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// Clock ticks per second for /proc/<pid>/stat (the kernel's USER_HZ, 100 on
+/// every Linux build we run on).
+const TICKS: f64 = 100.0;
+
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the ")" that ends the command name: utime is the 12th,
+    // stime the 13th of what follows (fields 14 and 15 overall).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (num(11) + num(12)) / TICKS
 }
 
 /// The `i`th entry of a body with this salt: the number every field of a
@@ -405,6 +424,7 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
     wait_ready(&http, &server.base).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = server.rss_mb("VmRSS:");
+    let cpu_before = server.cpu_seconds();
     let load = drive(
         &server.base,
         JSON_LOGS,
@@ -417,6 +437,8 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
     )
     .await?;
     let peak_rss = server.rss_mb("VmHWM:");
+    // Includes the 2 s warm-up: CPU per second of load, not of the window.
+    let cores = (server.cpu_seconds() - cpu_before) / (load.measured + WARM_UP).as_secs_f64();
     let q = queue_stats(&http, &server.base).await?;
     let (stored, entries, disk) = (
         q["queue"]["bytes"].as_f64().unwrap_or(0.0),
@@ -430,6 +452,7 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
          throughput:  {:.0} entries/s\n\
          ack latency: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n\
          server RSS:  idle {:.1} MB, peak {:.1} MB\n\
+         server CPU:  {:.2} cores\n\
          queue:       {:.0} B stored per entry vs {:.0} B of JSON ({:.1}x smaller); {:.0} MB on disk for {:.0} MB live\n",
         args.clients,
         args.batch,
@@ -443,6 +466,7 @@ async fn w1(args: &BenchArgs, server: &Server) -> anyhow::Result<String> {
         load.pct(1.0),
         idle_rss,
         peak_rss,
+        cores,
         stored / entries,
         json_per_entry,
         json_per_entry / (stored / entries),
@@ -476,6 +500,7 @@ async fn w2(args: &BenchArgs, exe: &Path, dir: &Path, kafka: &str) -> anyhow::Re
     let mut best: Option<f64> = None;
     for target in W2_STEPS {
         let before = queue_stats(&http, &server.base).await?;
+        let cpu_before = server.cpu_seconds();
         let load = drive(
             &server.base,
             JSON_LOGS,
@@ -488,18 +513,20 @@ async fn w2(args: &BenchArgs, exe: &Path, dir: &Path, kafka: &str) -> anyhow::Re
         )
         .await?;
         let after = queue_stats(&http, &server.base).await?;
+        let cores = (server.cpu_seconds() - cpu_before) / load.measured.as_secs_f64();
         let depth = after["queue"]["depth_entries"].as_u64().unwrap_or(0);
         let sent =
             after["logs_sent"].as_u64().unwrap_or(0) - before["logs_sent"].as_u64().unwrap_or(0);
         // "Does not grow": what is left queued is under half a second of load.
         let stable = (depth as f64) < target * 0.5 && load.rate() > target * 0.95;
         out += &format!(
-            "  target {:>7.0}/s: accepted {:>7.0}/s, sent {:>7.0}/s, queued at end {:>7} entries, p99 {:.1} ms -> {}\n",
+            "  target {:>7.0}/s: accepted {:>7.0}/s, sent {:>7.0}/s, queued at end {:>7} entries, p99 {:.1} ms, server {:.2} cores -> {}\n",
             target,
             load.rate(),
             sent as f64 / load.measured.as_secs_f64(),
             depth,
             load.pct(0.99),
+            cores,
             if stable { "stable" } else { "queue grows" }
         );
         if !stable {
@@ -544,6 +571,7 @@ async fn w3(args: &BenchArgs, exe: &Path, dir: &Path, kafka: &str) -> anyhow::Re
         .as_u64()
         .unwrap_or(0);
     let drain_from = Instant::now();
+    let cpu_before = server.cpu_seconds();
     let mut peak_rss: f64 = 0.0;
     loop {
         let s = queue_stats(&http, &server.base).await?;
@@ -557,6 +585,7 @@ async fn w3(args: &BenchArgs, exe: &Path, dir: &Path, kafka: &str) -> anyhow::Re
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = drain_from.elapsed();
+    let cores = (server.cpu_seconds() - cpu_before) / took.as_secs_f64();
     let hwm = server.rss_mb("VmHWM:");
     server.stop();
     Ok(format!(
@@ -564,7 +593,8 @@ async fn w3(args: &BenchArgs, exe: &Path, dir: &Path, kafka: &str) -> anyhow::Re
          queued:      {} entries ({} accepted at {:.0}/s while the sink was down)\n\
          drained in:  {:.2} s (server start to ready: {:.2} s)\n\
          throughput:  {:.0} entries/s\n\
-         server RSS:  peak {:.1} MB during the drain (VmHWM {:.1} MB)\n",
+         server RSS:  peak {:.1} MB during the drain (VmHWM {:.1} MB)\n\
+         server CPU:  {:.2} cores during the drain\n",
         queued,
         fill.accepted_entries,
         fill.rate(),
@@ -573,6 +603,7 @@ async fn w3(args: &BenchArgs, exe: &Path, dir: &Path, kafka: &str) -> anyhow::Re
         queued as f64 / took.as_secs_f64(),
         peak_rss,
         hwm,
+        cores,
     ))
 }
 

@@ -32,6 +32,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use tokio::sync::watch;
 
 use self::backoff::Backoff;
@@ -54,6 +55,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const RESET_AFTER_SILENT_STALL: Duration = Duration::from_secs(30);
 /// How soon a batch the disk failed to read is tried again.
 const READ_RETRY: Duration = Duration::from_secs(1);
+/// Batches read from disk in one blocking-pool hand-off.
+const READ_AHEAD: usize = 32;
+/// Confirmed batches removed from disk in one blocking-pool hand-off.
+const ACK_RUN: usize = 64;
 
 /// A batch handed to the sink and not yet confirmed.
 struct InFlight {
@@ -193,7 +198,10 @@ impl Forwarder {
             match self.await_head(stall_wait, &mut shutdown).await {
                 HeadOutcome::Done(result) => {
                     let head = self.window.pop_front().expect("window has a head");
-                    self.finish(head, result).await;
+                    match result {
+                        Ok(c) if c.refused.is_empty() => self.ack_confirmed(head).await,
+                        other => self.finish(head, other).await,
+                    }
                     stall_wait = self.sink.stall_after();
                 }
                 HeadOutcome::Stalled => {
@@ -236,51 +244,76 @@ impl Forwarder {
             Permit::Send => self.breaker.circuit() == Circuit::HalfOpen,
         };
         let mut entries: usize = self.window.iter().map(|f| f.entries as usize).sum();
-        while self.window.len() < self.sink.max_in_flight()
-            && entries < self.sink.max_in_flight_entries()
-            && (!probe_only || self.window.is_empty())
-        {
-            let Some((seq, _)) = self.queue.next_after(self.cursor) else {
-                break;
+        loop {
+            let room = if probe_only {
+                usize::from(self.window.is_empty())
+            } else {
+                self.sink.max_in_flight().saturating_sub(self.window.len())
             };
-            let stored = match off_reactor(&self.queue, move |q| q.read(seq)).await {
-                Ok(Some(s)) => s,
-                // Gone meanwhile (evicted), or undecodable and dead-lettered.
-                // An undecodable batch whose move failed is an `Err` below.
-                Ok(None) => {
-                    self.cursor = Some(seq);
-                    continue;
-                }
-                // The disk failed to read it (or to move it to the dead
-                // letters): still queued, look again soon (the cursor stays
-                // before it, so nothing after it is sent first).
+            // The next batches the window has room for, in queue order.
+            let mut seqs = Vec::new();
+            let (mut after, mut planned) = (self.cursor, entries);
+            while seqs.len() < room.min(READ_AHEAD) && planned < self.sink.max_in_flight_entries() {
+                let Some((seq, index)) = self.queue.next_after(after) else {
+                    break;
+                };
+                seqs.push(seq);
+                after = Some(seq);
+                planned += index.entries as usize;
+            }
+            if seqs.is_empty() {
+                break;
+            }
+            let reads = off_reactor(&self.queue, move |q| Ok(read_in_order(q, seqs))).await;
+            let reads = match reads {
+                Ok(reads) => reads,
                 Err(e) => {
-                    tracing::warn!(seq, error = %e, "cannot read queued batch; retrying");
+                    tracing::warn!(error = %e, "cannot read queued batches; retrying");
                     self.resume_at = Some(now + READ_RETRY);
                     return self.resume_at;
                 }
             };
-            self.cursor = Some(seq);
-            let (kind, n) = (stored.batch.kind(), stored.batch.len() as u64);
-            match self.sink.submit(&stored, self.queue.node_id()).await {
-                Ok(delivery) => {
-                    entries += n as usize;
-                    self.window.push_back(InFlight {
-                        seq,
-                        kind,
-                        entries: n,
-                        delivery,
-                    });
-                }
-                Err(err) => {
-                    let failed: Delivery = Box::pin(async move { Err(err) });
-                    self.window.push_back(InFlight {
-                        seq,
-                        kind,
-                        entries: n,
-                        delivery: failed,
-                    });
-                    break;
+            for (seq, read) in reads {
+                let stored = match read {
+                    Ok(Some(s)) => s,
+                    // Gone meanwhile (evicted), or undecodable and
+                    // dead-lettered. An undecodable batch whose move failed
+                    // is an `Err` below.
+                    Ok(None) => {
+                        self.cursor = Some(seq);
+                        continue;
+                    }
+                    // The disk failed to read it (or to move it to the dead
+                    // letters): still queued, look again soon (the cursor
+                    // stays before it, so nothing after it is sent first).
+                    Err(e) => {
+                        tracing::warn!(seq, error = %e, "cannot read queued batch; retrying");
+                        self.resume_at = Some(now + READ_RETRY);
+                        return self.resume_at;
+                    }
+                };
+                self.cursor = Some(seq);
+                let (kind, n) = (stored.batch.kind(), stored.batch.len() as u64);
+                match self.sink.submit(&stored, self.queue.node_id()).await {
+                    Ok(delivery) => {
+                        entries += n as usize;
+                        self.window.push_back(InFlight {
+                            seq,
+                            kind,
+                            entries: n,
+                            delivery,
+                        });
+                    }
+                    Err(err) => {
+                        let failed: Delivery = Box::pin(async move { Err(err) });
+                        self.window.push_back(InFlight {
+                            seq,
+                            kind,
+                            entries: n,
+                            delivery: failed,
+                        });
+                        return None;
+                    }
                 }
             }
         }
@@ -300,24 +333,51 @@ impl Forwarder {
         }
     }
 
+    /// Acknowledges `head`, which the sink confirmed whole, together with
+    /// the batches behind it that are confirmed whole too: one removal from
+    /// disk for all of them. NOTE: a delivery report covers thousands of
+    /// messages, so confirmations arrive in runs; one blocking-pool hand-off
+    /// per batch was a wake-up per batch. A later batch that ended any other
+    /// way keeps its outcome at the head, for `finish`.
+    async fn ack_confirmed(&mut self, head: InFlight) {
+        let mut done = vec![head];
+        while done.len() < ACK_RUN {
+            let Some(next) = self.window.front_mut() else {
+                break;
+            };
+            match (&mut next.delivery).now_or_never() {
+                None => break,
+                Some(Ok(c)) if c.refused.is_empty() => {
+                    done.push(self.window.pop_front().expect("window has a head"));
+                }
+                Some(other) => {
+                    next.delivery = Box::pin(std::future::ready(other));
+                    break;
+                }
+            }
+        }
+        let seqs: Vec<u64> = done.iter().map(|f| f.seq).collect();
+        let first = seqs[0];
+        match off_reactor(&self.queue, move |q| q.ack_all(&seqs)).await {
+            Ok(()) => self.ack_failing = false,
+            // The queue forgets them anyway and removes them from disk once
+            // the disk recovers; after a crash they are sent again with the
+            // same ingest-ids. Logged once per episode.
+            Err(e) if !self.ack_failing => {
+                self.ack_failing = true;
+                tracing::error!(seq = first, error = %e, "cannot remove delivered batches from disk");
+            }
+            Err(_) => {}
+        }
+        for f in &done {
+            self.stats.sent(f.kind, f.entries);
+        }
+        self.on_success();
+    }
+
     async fn finish(&mut self, head: InFlight, result: Result<Confirmed, SinkError>) {
         match result {
-            Ok(c) if c.refused.is_empty() => {
-                let seq = head.seq;
-                match off_reactor(&self.queue, move |q| q.ack(seq)).await {
-                    Ok(()) => self.ack_failing = false,
-                    // The queue forgets it anyway and removes it from disk
-                    // once the disk recovers; after a crash it is sent again
-                    // with the same ingest-ids. Logged once per episode.
-                    Err(e) if !self.ack_failing => {
-                        self.ack_failing = true;
-                        tracing::error!(seq = head.seq, error = %e, "cannot remove delivered batches from disk");
-                    }
-                    Err(_) => {}
-                }
-                self.stats.sent(head.kind, head.entries);
-                self.on_success();
-            }
+            Ok(c) if c.refused.is_empty() => self.ack_confirmed(head).await,
             // Kafka took every entry but these: only they go to the dead
             // letters, under their ingest-ids, and the batch leaves the queue.
             Ok(c) => {
@@ -515,6 +575,24 @@ impl Forwarder {
         s.circuit = self.breaker.circuit();
         s.next_attempt_at = until;
     }
+}
+
+/// Reads `seqs` in order, stopping after the first that the disk failed to
+/// read: nothing after it may be sent before it.
+fn read_in_order(
+    queue: &Queue,
+    seqs: Vec<u64>,
+) -> Vec<(u64, Result<Option<crate::queue::Stored>, QueueError>)> {
+    let mut out = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        let read = queue.read(seq);
+        let failed = read.is_err();
+        out.push((seq, read));
+        if failed {
+            break;
+        }
+    }
+    out
 }
 
 /// Runs a queue operation on the blocking pool. NOTE: reads decode zstd and

@@ -566,12 +566,22 @@ impl Queue {
     /// delivered, and the writer removes it from disk when it reopens the
     /// database (`writer::reopen`) — or, after a crash, it is sent again.
     pub fn ack(&self, seq: u64) -> Result<(), QueueError> {
+        self.ack_all(&[seq])
+    }
+
+    /// `ack` of several delivered batches in one write.
+    pub fn ack_all(&self, seqs: &[u64]) -> Result<(), QueueError> {
         let mut b = sled::Batch::default();
-        b.remove(&record_key(seq));
-        b.remove(&index_key(seq));
+        for &seq in seqs {
+            b.remove(&record_key(seq));
+            b.remove(&index_key(seq));
+        }
         let removed = self.store().and_then(|s| Ok(s.tree.apply_batch(b)?));
         self.shared.unsynced.store(true, Ordering::Release);
-        self.live().remove(seq);
+        let mut live = self.live();
+        for &seq in seqs {
+            live.remove(seq);
+        }
         removed
     }
 

@@ -83,14 +83,16 @@ const NEEDS_OPERATOR: [(RDKafkaErrorCode, &str); 7] = [
 /// (NOTES: awaiting sends one by one gives 184 msg/s; pipelined, 270k+).
 const MAX_IN_FLIGHT_BATCHES: usize = 256;
 /// Entries in flight at once; bounds librdkafka's queue and our memory.
-const MAX_IN_FLIGHT_ENTRIES: usize = 50_000;
+/// NOTE: 20,000 drained as fast as 50,000 into tansu (W3) with ~8 MB less
+/// RSS; 10,000 was ~8% slower.
+const MAX_IN_FLIGHT_ENTRIES: usize = 20_000;
 /// Pause before retrying a `send` into a full librdkafka queue.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 
 /// Producer settings the service needs; `[kafka.properties]` may override
 /// any of them except where `KafkaConfig::check_promise` forbids it.
 fn defaults(cfg: &KafkaConfig, node_id: &str) -> Vec<(&'static str, String)> {
-    vec![
+    let mut settings = vec![
         ("bootstrap.servers", cfg.brokers.clone()),
         ("client.id", format!("edge-ingester-{node_id}")),
         ("enable.idempotence", "true".into()),
@@ -111,7 +113,14 @@ fn defaults(cfg: &KafkaConfig, node_id: &str) -> Vec<(&'static str, String)> {
         // 10 s instead of 60 s; requests are then retried, in order.
         ("socket.timeout.ms", "10000".into()),
         ("socket.keepalive.enable", "true".into()),
-    ]
+    ];
+    // NOTE: librdkafka compresses at zstd's default level 3, ~12% of the
+    // drain's CPU; level 1 measured ~15% more messages/s into tansu for
+    // ~8% larger requests. The bytes are still zstd for every consumer.
+    if cfg.compression == "zstd" {
+        settings.push(("compression.level", "1".into()));
+    }
+    settings
 }
 
 /// The producer's librdkafka settings: ours (`defaults`), then every
