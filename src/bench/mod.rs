@@ -71,8 +71,8 @@ pub(crate) const WARM_UP: Duration = Duration::from_secs(2);
 /// Clients step through the pre-built bodies at different offsets.
 pub(crate) const BODY_STRIDE: usize = 7;
 /// w2 rate steps, entries/s.
-const W2_STEPS: [f64; 6] = [
-    50_000.0, 100_000.0, 150_000.0, 200_000.0, 250_000.0, 300_000.0,
+const W2_STEPS: [f64; 8] = [
+    50_000.0, 100_000.0, 150_000.0, 200_000.0, 250_000.0, 300_000.0, 350_000.0, 400_000.0,
 ];
 
 pub fn run(args: BenchArgs) -> anyhow::Result<String> {
