@@ -269,7 +269,7 @@ impl Forwarder {
                 Ok(reads) => reads,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read queued batches; retrying");
-                    self.resume_at = Some(now + READ_RETRY);
+                    self.resume_at = Some(self::now() + READ_RETRY);
                     return self.resume_at;
                 }
             };
@@ -288,7 +288,7 @@ impl Forwarder {
                     // stays before it, so nothing after it is sent first).
                     Err(e) => {
                         tracing::warn!(seq, error = %e, "cannot read queued batch; retrying");
-                        self.resume_at = Some(now + READ_RETRY);
+                        self.resume_at = Some(self::now() + READ_RETRY);
                         return self.resume_at;
                     }
                 };

@@ -175,22 +175,28 @@ pub fn decode_with_origin(bytes: &[u8]) -> Result<(Batch, Option<Origin>), Recor
 
 /// Inflates a stored payload, never beyond `MAX_DECODED_BYTES`. Our frames
 /// state their size, so they inflate in one call with this thread's
-/// context; a frame that does not (never written by us) is streamed.
+/// context; a payload that states none, or holds several frames (never
+/// written by us), is streamed.
 fn decompress_bounded(payload: &[u8]) -> Result<Vec<u8>, RecordError> {
     match zstd::zstd_safe::get_frame_content_size(payload) {
         Ok(Some(n)) if n <= MAX_DECODED_BYTES as u64 => {
-            DECOMPRESSOR.with_borrow_mut(|d| {
-                let d = match d {
-                    Some(d) => d,
-                    None => {
-                        d.insert(zstd::bulk::Decompressor::new().map_err(RecordError::Decompress)?)
-                    }
-                };
-                // A frame that inflates beyond the size it states fails
-                // here ("destination buffer too small").
-                d.decompress(payload, n as usize)
-                    .map_err(RecordError::Decompress)
-            })
+            DECOMPRESSOR
+                .with_borrow_mut(|d| {
+                    let d = match d {
+                        Some(d) => d,
+                        None => d.insert(
+                            zstd::bulk::Decompressor::new().map_err(RecordError::Decompress)?,
+                        ),
+                    };
+                    // A frame that inflates beyond the size it states fails
+                    // here ("destination buffer too small").
+                    d.decompress(payload, n as usize)
+                        .map_err(RecordError::Decompress)
+                })
+                // Several frames, or a skippable frame first: the first frame's
+                // size is not the payload's. The streaming decoder takes them
+                // (and still fails a frame that lies about its size).
+                .or_else(|_| decompress_streaming(payload))
         }
         Ok(Some(_)) => Err(RecordError::Decode(
             "payload inflates beyond 256 MiB".into(),
@@ -350,6 +356,14 @@ mod tests {
         let mut r = vec![b'E', b'Q', VERSION, FLAG_ZSTD];
         r.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
         r.extend_from_slice(&payload);
+        assert_eq!(decode(&r).unwrap(), b);
+        // Two frames, the first stating only its own size: streamed too.
+        let half = raw.len() / 2;
+        let mut two = zstd::bulk::compress(&raw[..half], 1).unwrap();
+        two.extend(zstd::bulk::compress(&raw[half..], 1).unwrap());
+        let mut r = vec![b'E', b'Q', VERSION, FLAG_ZSTD];
+        r.extend_from_slice(&crc32c::crc32c(&two).to_le_bytes());
+        r.extend_from_slice(&two);
         assert_eq!(decode(&r).unwrap(), b);
         // And the reused contexts give the same answers again.
         assert_eq!(decode(&bytes).unwrap(), b);
