@@ -7,7 +7,6 @@
 //! names, lower-case metric types, RFC 3339 UTC timestamps.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 
 use bincode::{Decode, Encode};
@@ -62,7 +61,7 @@ pub struct WireLogEntry<'a> {
     #[serde(borrow)]
     pub host: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    pub attributes: Option<BTreeMap<Cow<'a, str>, AttrValue>>,
+    pub attributes: Option<WireAttrs<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -89,7 +88,53 @@ pub struct WireMetricEntry<'a> {
     #[serde(borrow)]
     pub unit: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    pub attributes: Option<BTreeMap<Cow<'a, str>, AttrValue>>,
+    pub attributes: Option<WireAttrs<'a>>,
+}
+
+/// An entry's `attributes` object, sorted by key; a key given twice keeps
+/// its last value (as a map would). NOTE: a `BTreeMap` here allocated tree
+/// nodes for every entry of every batch; a sorted `Vec` does the same job.
+pub struct WireAttrs<'a>(Vec<(Cow<'a, str>, AttrValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for WireAttrs<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> de::Visitor<'de> for V<'a> {
+            type Value = WireAttrs<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
+                let mut v: Vec<(Cow<'a, str>, AttrValue)> =
+                    Vec::with_capacity(m.size_hint().unwrap_or(4));
+                while let Some(key) = m.next_key::<BorrowedCow<'a>>()? {
+                    v.push((key.0, m.next_value()?));
+                }
+                // Stable: of equal keys the last given ends up last.
+                v.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut out: Vec<(Cow<'a, str>, AttrValue)> = Vec::with_capacity(v.len());
+                for (key, value) in v {
+                    match out.last_mut() {
+                        Some(last) if last.0 == key => last.1 = value,
+                        _ => out.push((key, value)),
+                    }
+                }
+                Ok(WireAttrs(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// A string borrowed from the body when it has no escapes.
+struct BorrowedCow<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for BorrowedCow<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Inner<'a>(#[serde(borrow)] Cow<'a, str>);
+        Inner::deserialize(d).map(|i| BorrowedCow(i.0))
+    }
 }
 
 // ------------------------------------------------------------ stored types
@@ -390,12 +435,10 @@ fn name(v: &Option<Cow<str>>, i: usize, field: &str, p: &mut Problems) -> String
     String::new()
 }
 
-fn attributes(
-    v: Option<BTreeMap<Cow<str>, AttrValue>>,
-    i: usize,
-    p: &mut Problems,
-) -> Vec<(String, AttrValue)> {
-    let Some(map) = v else { return Vec::new() };
+fn attributes(v: Option<WireAttrs>, i: usize, p: &mut Problems) -> Vec<(String, AttrValue)> {
+    let Some(WireAttrs(map)) = v else {
+        return Vec::new();
+    };
     let mut out = Vec::with_capacity(map.len());
     for (key, value) in map {
         if key.is_empty() || key.len() > MAX_NAME_BYTES {
@@ -586,6 +629,32 @@ mod tests {
                 "entries[1].service"
             ]
         );
+    }
+
+    #[test]
+    fn attributes_are_sorted_and_a_repeated_key_keeps_its_last_value() {
+        let b = logs(
+            r#"{"entries":[{"service":"s","message":"m","host":"h","timestamp":"2024-01-01T00:00:00Z","attributes":
+                {"z":1,"a":"x","m":true,"a":"y","esc\u0041":2}}]}"#,
+        )
+        .unwrap();
+        let Entries::Logs(v) = &b.entries else {
+            panic!("logs")
+        };
+        assert_eq!(
+            v[0].attributes,
+            vec![
+                ("a".to_string(), AttrValue::Str("y".into())),
+                ("escA".to_string(), AttrValue::UInt(2)),
+                ("m".to_string(), AttrValue::Bool(true)),
+                ("z".to_string(), AttrValue::UInt(1)),
+            ]
+        );
+        let not_an_object = r#"{"entries":[{"attributes":[1]}]}"#;
+        let err = serde_json::from_str::<WireLogBatch>(not_an_object)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("expected an object"), "{err}");
     }
 
     #[test]
