@@ -102,24 +102,26 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireAttrs<'a> {
         impl<'de: 'a, 'a> de::Visitor<'de> for V<'a> {
             type Value = WireAttrs<'a>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object")
+                f.write_str("a map")
             }
             fn visit_map<M: de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
                 let mut v: Vec<(Cow<'a, str>, AttrValue)> =
-                    Vec::with_capacity(m.size_hint().unwrap_or(4));
+                    Vec::with_capacity(m.size_hint().unwrap_or(4).min(1024));
                 while let Some(key) = m.next_key::<BorrowedCow<'a>>()? {
                     v.push((key.0, m.next_value()?));
                 }
                 // Stable: of equal keys the last given ends up last.
                 v.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut out: Vec<(Cow<'a, str>, AttrValue)> = Vec::with_capacity(v.len());
-                for (key, value) in v {
-                    match out.last_mut() {
-                        Some(last) if last.0 == key => last.1 = value,
-                        _ => out.push((key, value)),
+                // In place: `dedup_by` keeps the first of a run, so move the
+                // later value into it first (the last given wins).
+                v.dedup_by(|later, kept| {
+                    let same = later.0 == kept.0;
+                    if same {
+                        std::mem::swap(&mut later.1, &mut kept.1);
                     }
-                }
-                Ok(WireAttrs(out))
+                    same
+                });
+                Ok(WireAttrs(v))
             }
         }
         d.deserialize_map(V(std::marker::PhantomData))
@@ -131,9 +133,27 @@ struct BorrowedCow<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for BorrowedCow<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        struct Inner<'a>(#[serde(borrow)] Cow<'a, str>);
-        Inner::deserialize(d).map(|i| BorrowedCow(i.0))
+        // NOTE: `deserialize_str` straight, not through a newtype struct:
+        // serde_path_to_error (`classify`) captures a map key only from the
+        // `visit_*str` it sees, and a newtype hides them, so a 422 would name
+        // `entries[0].attributes.?` instead of the key.
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = BorrowedCow<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedCow(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedCow(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(BorrowedCow(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 
@@ -654,7 +674,7 @@ mod tests {
         let err = serde_json::from_str::<WireLogBatch>(not_an_object)
             .err()
             .unwrap();
-        assert!(err.to_string().contains("expected an object"), "{err}");
+        assert!(err.to_string().contains("expected a map"), "{err}");
     }
 
     #[test]

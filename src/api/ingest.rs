@@ -470,3 +470,35 @@ fn classify<'de, T: serde::Deserialize<'de>>(
         .to_string();
     Rejection::Invalid(vec![Problem { field, problem }])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wrong-typed attribute value is a 422 naming the key, for both
+    /// endpoints (serde_path_to_error must see the key as a string).
+    #[test]
+    fn a_bad_attribute_value_names_its_key() {
+        let limits = model::Limits {
+            max_batch_entries: 10,
+        };
+        for (kind, entry) in [
+            (
+                Kind::Logs,
+                r#""service":"s","message":"m","host":"h","timestamp":"2024-01-01T00:00:00Z""#,
+            ),
+            (
+                Kind::Metrics,
+                r#""service":"s","name":"n","value":1,"metric_type":"gauge","host":"h","timestamp":"2024-01-01T00:00:00Z""#,
+            ),
+        ] {
+            let body = format!(r#"{{"entries":[{{{entry},"attributes":{{"ok":1,"k":[1]}}}}]}}"#);
+            match parse(kind, body.as_bytes(), limits) {
+                Err(Rejection::Invalid(p)) => {
+                    assert_eq!(p[0].field, "entries[0].attributes.k", "{p:?}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

@@ -224,7 +224,8 @@ fn inflate(payload: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
                     .map_err(RecordError::Decompress)
             });
             // Several frames, or a skippable frame first: the first frame's
-            // size is not the payload's. The streaming decoder takes them
+            // size is not the payload's, and the buffer (whatever capacity it
+            // had left) may be too small. The streaming decoder takes them
             // (and still fails a frame that lies about its size).
             if inflated.is_err() {
                 *out = decompress_streaming(payload)?;
