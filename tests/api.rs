@@ -538,6 +538,13 @@ async fn root_docs_and_openapi_describe_the_real_api() {
         .contains(&json!("POST /logs")));
     let docs = c.get(srv.url("/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
+    let page = docs.text().await.unwrap();
+    assert!(
+        page.contains("SwaggerUIBundle"),
+        "{}",
+        &page[..page.len().min(200)]
+    );
+    assert!(page.contains("POST /logs") || page.contains("\"/logs\""));
     let spec: Value = c
         .get(srv.url("/openapi.json"))
         .send()
