@@ -241,6 +241,17 @@ fn run(args: &[&str], stdin: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// `run` from a test on the multi-threaded runtime, which must exit 0.
+fn run_ok(args: &[&str], stdin: &str) -> std::process::Output {
+    let out = tokio::task::block_in_place(|| run(args, stdin));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_own_stats_top_and_log_agent_reach_an_https_server_with_ca_cert() {
     let dir = tempfile::tempdir().unwrap();
@@ -250,64 +261,43 @@ async fn our_own_stats_top_and_log_agent_reach_an_https_server_with_ca_cert() {
     let ca = ca.to_str().unwrap();
     let base = server.base.as_str();
 
-    let agent = tokio::task::block_in_place(|| {
-        run(
-            &[
-                "agent",
-                "logs",
-                "--url",
-                base,
-                "--api-key",
-                KEY,
-                "--ca-cert",
-                ca,
-                "--service",
-                "edge",
-                "--batch-size",
-                "1",
-                "--flush-interval",
-                "0.1",
-            ],
-            "ERROR: over https\n",
-        )
-    });
-    assert!(
-        agent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&agent.stderr)
+    run_ok(
+        &[
+            "agent",
+            "logs",
+            "--url",
+            base,
+            "--api-key",
+            KEY,
+            "--ca-cert",
+            ca,
+            "--service",
+            "edge",
+            "--batch-size",
+            "1",
+            "--flush-interval",
+            "0.1",
+        ],
+        "ERROR: over https\n",
     );
-    let stats = tokio::task::block_in_place(|| {
-        run(
-            &["stats", "--url", base, "--api-key", KEY, "--ca-cert", ca],
-            "",
-        )
-    });
-    assert!(
-        stats.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stats.stderr)
+    run_ok(
+        &["stats", "--url", base, "--api-key", KEY, "--ca-cert", ca],
+        "",
     );
-    let top = tokio::task::block_in_place(|| {
-        run(
-            &[
-                "top",
-                "--once",
-                "--url",
-                base,
-                "--api-key",
-                KEY,
-                "--ca-cert",
-                ca,
-            ],
-            "",
-        )
-    });
+    let top = run_ok(
+        &[
+            "top",
+            "--once",
+            "--url",
+            base,
+            "--api-key",
+            KEY,
+            "--ca-cert",
+            ca,
+        ],
+        "",
+    );
     let shown = String::from_utf8_lossy(&top.stdout);
-    assert!(
-        top.status.success(),
-        "{}",
-        String::from_utf8_lossy(&top.stderr)
-    );
     assert!(shown.contains("logs_received=1"), "{shown}");
     // Without the certificate the server is not trusted: a clear failure.
     let untrusted = tokio::task::block_in_place(|| {
