@@ -198,10 +198,7 @@ impl Forwarder {
             match self.await_head(stall_wait, &mut shutdown).await {
                 HeadOutcome::Done(result) => {
                     let head = self.window.pop_front().expect("window has a head");
-                    match result {
-                        Ok(c) if c.refused.is_empty() => self.ack_confirmed(head).await,
-                        other => self.finish(head, other).await,
-                    }
+                    self.finish(head, result).await;
                     stall_wait = self.sink.stall_after();
                 }
                 HeadOutcome::Stalled => {
