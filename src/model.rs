@@ -44,21 +44,21 @@ impl Kind {
 pub struct WireLogBatch<'a> {
     #[serde(borrow)]
     pub entries: Option<Vec<WireLogEntry<'a>>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub agent_version: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 pub struct WireLogEntry<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub level: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub message: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub service: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub host: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub attributes: Option<WireAttrs<'a>>,
@@ -68,33 +68,41 @@ pub struct WireLogEntry<'a> {
 pub struct WireMetricBatch<'a> {
     #[serde(borrow)]
     pub entries: Option<Vec<WireMetricEntry<'a>>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub agent_version: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
 pub struct WireMetricEntry<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub name: Option<Cow<'a, str>>,
     pub value: Option<f64>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub metric_type: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub service: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub host: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed")]
     pub unit: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub attributes: Option<WireAttrs<'a>>,
 }
 
+/// An optional string field, borrowed from the body when it has no escapes.
+/// NOTE: `#[serde(borrow)]` borrows a `Cow<str>` field but not an
+/// `Option<Cow<str>>`: serde's own `Cow` impl then copies every string into
+/// a `String` (the largest allocation site of W1's ingest).
+fn borrowed<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Ok(Option::<BorrowedCow<'a>>::deserialize(d)?.map(|s| s.0))
+}
+
 /// An entry's `attributes` object, sorted by key; a key given twice keeps
 /// its last value (as a map would). NOTE: a `BTreeMap` here allocated tree
 /// nodes for every entry of every batch; a sorted `Vec` does the same job.
-pub struct WireAttrs<'a>(Vec<(Cow<'a, str>, AttrValue)>);
+pub struct WireAttrs<'a>(Vec<(Cow<'a, str>, AttrValue<Cow<'a, str>>)>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for WireAttrs<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -105,7 +113,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireAttrs<'a> {
                 f.write_str("a map")
             }
             fn visit_map<M: de::MapAccess<'de>>(self, mut m: M) -> Result<Self::Value, M::Error> {
-                let mut v: Vec<(Cow<'a, str>, AttrValue)> =
+                let mut v: Vec<(Cow<'a, str>, AttrValue<Cow<'a, str>>)> =
                     Vec::with_capacity(m.size_hint().unwrap_or(4).min(1024));
                 while let Some(key) = m.next_key::<BorrowedCow<'a>>()? {
                     v.push((key.0, m.next_value()?));
@@ -159,45 +167,52 @@ impl<'de: 'a, 'a> Deserialize<'de> for BorrowedCow<'a> {
 
 // ------------------------------------------------------------ stored types
 
-/// An attribute value: string, number or bool (SPEC §3).
+/// An attribute value: string, number or bool (SPEC §3). Like every stored
+/// type, generic over its strings: owned (`String`) as the queue hands
+/// batches around, or `&str` borrowed from a record's bytes where the drain
+/// only renders them (`record::decode_view`); the bytes are the same.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub enum AttrValue {
-    Str(String),
+pub enum AttrValue<S = String> {
+    Str(S),
     Int(i64),
     UInt(u64),
     Float(f64),
     Bool(bool),
 }
 
-/// Hand-written so no untagged-enum buffering sits on the hot path.
-impl<'de> Deserialize<'de> for AttrValue {
+/// Hand-written so no untagged-enum buffering sits on the hot path; a
+/// string without escapes stays borrowed from the body.
+impl<'de: 'a, 'a> Deserialize<'de> for AttrValue<Cow<'a, str>> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = AttrValue;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = AttrValue<Cow<'a, str>>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a string, number or bool")
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<AttrValue, E> {
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
                 Ok(AttrValue::Bool(v))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<AttrValue, E> {
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
                 Ok(AttrValue::Int(v))
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<AttrValue, E> {
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
                 Ok(AttrValue::UInt(v))
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<AttrValue, E> {
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
                 Ok(AttrValue::Float(v))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<AttrValue, E> {
-                Ok(AttrValue::Str(v.to_owned()))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(AttrValue::Str(Cow::Borrowed(v)))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<AttrValue, E> {
-                Ok(AttrValue::Str(v))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(AttrValue::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(AttrValue::Str(Cow::Owned(v)))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(std::marker::PhantomData))
     }
 }
 
@@ -271,44 +286,44 @@ impl MetricType {
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub struct LogRecord {
+pub struct LogRecord<S = String> {
     /// RFC 3339 in UTC.
-    pub timestamp: String,
+    pub timestamp: S,
     pub level: Level,
-    pub message: String,
-    pub service: String,
-    pub host: String,
-    pub attributes: Vec<(String, AttrValue)>,
+    pub message: S,
+    pub service: S,
+    pub host: S,
+    pub attributes: Vec<(S, AttrValue<S>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub struct MetricRecord {
-    pub timestamp: String,
-    pub name: String,
+pub struct MetricRecord<S = String> {
+    pub timestamp: S,
+    pub name: S,
     pub value: f64,
     pub metric_type: MetricType,
-    pub service: String,
-    pub host: String,
-    pub unit: Option<String>,
-    pub attributes: Vec<(String, AttrValue)>,
+    pub service: S,
+    pub host: S,
+    pub unit: Option<S>,
+    pub attributes: Vec<(S, AttrValue<S>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub enum Entries {
-    Logs(Vec<LogRecord>),
-    Metrics(Vec<MetricRecord>),
+pub enum Entries<S = String> {
+    Logs(Vec<LogRecord<S>>),
+    Metrics(Vec<MetricRecord<S>>),
 }
 
 /// One accepted batch, normalized: what the queue stores.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub struct Batch {
+pub struct Batch<S = String> {
     /// Ingest time, RFC 3339 UTC; becomes `received_at` in every message.
-    pub received_at: String,
-    pub agent_version: Option<String>,
-    pub entries: Entries,
+    pub received_at: S,
+    pub agent_version: Option<S>,
+    pub entries: Entries<S>,
 }
 
-impl Batch {
+impl<S: AsRef<str>> Batch<S> {
     pub fn kind(&self) -> Kind {
         match self.entries {
             Entries::Logs(_) => Kind::Logs,
@@ -323,6 +338,20 @@ impl Batch {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The `service` of the first entry: echoed in the 202 body.
+    pub fn first_service(&self) -> &str {
+        match &self.entries {
+            Entries::Logs(v) => v.first().map_or("", |e| e.service.as_ref()),
+            Entries::Metrics(v) => v.first().map_or("", |e| e.service.as_ref()),
+        }
+    }
+}
+
+impl Batch {
     /// The same batch holding only the entries at `positions` (in range,
     /// ascending): what goes to the dead letters when Kafka refused only some.
     pub fn only(&self, positions: &[usize]) -> Batch {
@@ -336,18 +365,6 @@ impl Batch {
                 Entries::Logs(v) => Entries::Logs(pick(v, positions)),
                 Entries::Metrics(v) => Entries::Metrics(pick(v, positions)),
             },
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The `service` of the first entry: echoed in the 202 body.
-    pub fn first_service(&self) -> &str {
-        match &self.entries {
-            Entries::Logs(v) => v.first().map_or("", |e| e.service.as_str()),
-            Entries::Metrics(v) => v.first().map_or("", |e| e.service.as_str()),
         }
     }
 }
@@ -420,27 +437,30 @@ fn check_entries_len(len: usize, limits: Limits, p: &mut Problems) {
     }
 }
 
-fn timestamp(v: &Option<Cow<str>>, i: usize, p: &mut Problems) -> String {
+fn timestamp<'a>(v: Option<Cow<'a, str>>, i: usize, p: &mut Problems) -> Cow<'a, str> {
     let Some(raw) = v else {
         p.add(|| format!("entries[{i}].timestamp"), "is required");
-        return String::new();
+        return Cow::Borrowed("");
     };
-    match OffsetDateTime::parse(raw, &Rfc3339) {
-        Ok(t) => t
-            .to_offset(time::UtcOffset::UTC)
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| raw.to_string()),
-        Err(_) => {
-            p.add(
-                || format!("entries[{i}].timestamp"),
-                "must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z",
-            );
-            String::new()
-        }
+    let Ok(t) = OffsetDateTime::parse(&raw, &Rfc3339) else {
+        p.add(
+            || format!("entries[{i}].timestamp"),
+            "must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z",
+        );
+        return Cow::Borrowed("");
+    };
+    // Formatted on the stack first: most agents already send the canonical
+    // form, which then stays borrowed from the body.
+    let mut buf = [0u8; 64];
+    let mut w = &mut buf[..];
+    let utc = t.to_offset(time::UtcOffset::UTC);
+    match utc.format_into(&mut w, &Rfc3339) {
+        Ok(n) if buf[..n] == *raw.as_bytes() => raw,
+        _ => Cow::Owned(utc.format(&Rfc3339).unwrap_or_else(|_| raw.into_owned())),
     }
 }
 
-fn name(v: &Option<Cow<str>>, i: usize, field: &str, p: &mut Problems) -> String {
+fn name<'a>(v: Option<Cow<'a, str>>, i: usize, field: &str, p: &mut Problems) -> Cow<'a, str> {
     match v {
         None => p.add(|| format!("entries[{i}].{field}"), "is required"),
         Some(s) if s.trim().is_empty() => {
@@ -450,12 +470,16 @@ fn name(v: &Option<Cow<str>>, i: usize, field: &str, p: &mut Problems) -> String
             || format!("entries[{i}].{field}"),
             format!("is {} bytes; at most {MAX_NAME_BYTES} are allowed", s.len()),
         ),
-        Some(s) => return s.to_string(),
+        Some(s) => return s,
     }
-    String::new()
+    Cow::Borrowed("")
 }
 
-fn attributes(v: Option<WireAttrs>, i: usize, p: &mut Problems) -> Vec<(String, AttrValue)> {
+fn attributes<'a>(
+    v: Option<WireAttrs<'a>>,
+    i: usize,
+    p: &mut Problems,
+) -> Vec<(Cow<'a, str>, AttrValue<Cow<'a, str>>)> {
     let Some(WireAttrs(map)) = v else {
         return Vec::new();
     };
@@ -476,12 +500,15 @@ fn attributes(v: Option<WireAttrs>, i: usize, p: &mut Problems) -> Vec<(String, 
                 );
             }
         }
-        out.push((key.into_owned(), value));
+        out.push((key, value));
     }
     out
 }
 
-pub fn validate_logs(wire: WireLogBatch, limits: Limits) -> Result<Batch, Vec<Problem>> {
+pub fn validate_logs(
+    wire: WireLogBatch<'_>,
+    limits: Limits,
+) -> Result<Batch<Cow<'_, str>>, Vec<Problem>> {
     let mut p = Problems::default();
     let Some(entries) = wire.entries else {
         p.add(|| "entries".into(), "is required");
@@ -503,7 +530,7 @@ pub fn validate_logs(wire: WireLogBatch, limits: Limits) -> Result<Batch, Vec<Pr
         let message = match e.message {
             None => {
                 p.add(|| format!("entries[{i}].message"), "is required");
-                String::new()
+                Cow::Borrowed("")
             }
             Some(m) if m.len() > MAX_MESSAGE_BYTES => {
                 p.add(
@@ -513,27 +540,30 @@ pub fn validate_logs(wire: WireLogBatch, limits: Limits) -> Result<Batch, Vec<Pr
                         m.len()
                     ),
                 );
-                String::new()
+                Cow::Borrowed("")
             }
-            Some(m) => m.into_owned(),
+            Some(m) => m,
         };
         out.push(LogRecord {
-            timestamp: timestamp(&e.timestamp, i, &mut p),
+            timestamp: timestamp(e.timestamp, i, &mut p),
             level,
             message,
-            service: name(&e.service, i, "service", &mut p),
-            host: name(&e.host, i, "host", &mut p),
+            service: name(e.service, i, "service", &mut p),
+            host: name(e.host, i, "host", &mut p),
             attributes: attributes(e.attributes, i, &mut p),
         });
     }
     p.into_result(Batch {
-        received_at: now_rfc3339(),
-        agent_version: wire.agent_version.map(Cow::into_owned),
+        received_at: Cow::Owned(now_rfc3339()),
+        agent_version: wire.agent_version,
         entries: Entries::Logs(out),
     })
 }
 
-pub fn validate_metrics(wire: WireMetricBatch, limits: Limits) -> Result<Batch, Vec<Problem>> {
+pub fn validate_metrics(
+    wire: WireMetricBatch<'_>,
+    limits: Limits,
+) -> Result<Batch<Cow<'_, str>>, Vec<Problem>> {
     let mut p = Problems::default();
     let Some(entries) = wire.entries else {
         p.add(|| "entries".into(), "is required");
@@ -572,32 +602,91 @@ pub fn validate_metrics(wire: WireMetricBatch, limits: Limits) -> Result<Batch, 
                 );
                 None
             }
-            other => other.map(Cow::into_owned),
+            other => other,
         };
         out.push(MetricRecord {
-            timestamp: timestamp(&e.timestamp, i, &mut p),
-            name: name(&e.name, i, "name", &mut p),
+            timestamp: timestamp(e.timestamp, i, &mut p),
+            name: name(e.name, i, "name", &mut p),
             value,
             metric_type,
-            service: name(&e.service, i, "service", &mut p),
-            host: name(&e.host, i, "host", &mut p),
+            service: name(e.service, i, "service", &mut p),
+            host: name(e.host, i, "host", &mut p),
             unit,
             attributes: attributes(e.attributes, i, &mut p),
         });
     }
     p.into_result(Batch {
-        received_at: now_rfc3339(),
-        agent_version: wire.agent_version.map(Cow::into_owned),
+        received_at: Cow::Owned(now_rfc3339()),
+        agent_version: wire.agent_version,
         entries: Entries::Metrics(out),
     })
 }
 
-impl Batch {
-    fn placeholder() -> Batch {
+impl<'a> Batch<Cow<'a, str>> {
+    fn placeholder() -> Self {
         Batch {
-            received_at: String::new(),
+            received_at: Cow::Borrowed(""),
             agent_version: None,
             entries: Entries::Logs(Vec::new()),
+        }
+    }
+
+    /// The same batch with every string owned, for the rare caller that
+    /// keeps a parsed batch beyond its request body.
+    pub fn into_owned(self) -> Batch {
+        self.map_strings(Cow::into_owned)
+    }
+}
+
+impl<S> Batch<S> {
+    /// The same batch with each string passed through `f`.
+    pub fn map_strings<T>(self, mut f: impl FnMut(S) -> T) -> Batch<T> {
+        let attrs = |v: Vec<(S, AttrValue<S>)>, f: &mut dyn FnMut(S) -> T| {
+            v.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        AttrValue::Str(x) => AttrValue::Str(f(x)),
+                        AttrValue::Int(x) => AttrValue::Int(x),
+                        AttrValue::UInt(x) => AttrValue::UInt(x),
+                        AttrValue::Float(x) => AttrValue::Float(x),
+                        AttrValue::Bool(x) => AttrValue::Bool(x),
+                    };
+                    (f(k), v)
+                })
+                .collect()
+        };
+        let entries = match self.entries {
+            Entries::Logs(v) => Entries::Logs(
+                v.into_iter()
+                    .map(|e| LogRecord {
+                        timestamp: f(e.timestamp),
+                        level: e.level,
+                        message: f(e.message),
+                        service: f(e.service),
+                        host: f(e.host),
+                        attributes: attrs(e.attributes, &mut f),
+                    })
+                    .collect(),
+            ),
+            Entries::Metrics(v) => Entries::Metrics(
+                v.into_iter()
+                    .map(|e| MetricRecord {
+                        timestamp: f(e.timestamp),
+                        name: f(e.name),
+                        value: e.value,
+                        metric_type: e.metric_type,
+                        service: f(e.service),
+                        host: f(e.host),
+                        unit: e.unit.map(&mut f),
+                        attributes: attrs(e.attributes, &mut f),
+                    })
+                    .collect(),
+            ),
+        };
+        Batch {
+            received_at: f(self.received_at),
+            agent_version: self.agent_version.map(f),
+            entries,
         }
     }
 }
@@ -611,7 +700,7 @@ mod tests {
     };
 
     fn logs(json: &str) -> Result<Batch, Vec<Problem>> {
-        validate_logs(serde_json::from_str(json).unwrap(), LIMITS)
+        validate_logs(serde_json::from_str(json).unwrap(), LIMITS).map(Batch::into_owned)
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::time::Duration;
 use edge_ingester::config::{ForwarderConfig, QueueConfig};
 use edge_ingester::forward::Forwarder;
 use edge_ingester::model::{Batch, Entries, Level, LogRecord};
-use edge_ingester::queue::{encode_record, DeadLetterFault, IndexEntry, Queue, Stored};
-use edge_ingester::sink::{Confirmed, Delivery, Sink, SinkError, SubmitFuture};
+use edge_ingester::queue::{encode_record, DeadLetterFault, IndexEntry, Queue};
+use edge_ingester::sink::{Confirmed, Delivery, Rendered, Sink, SinkError, SubmitFuture};
 use edge_ingester::stats::Stats;
 
 /// Deliveries never complete while wedged; `reset` unwedges it.
@@ -32,7 +32,7 @@ impl Sink for WedgingSink {
         8
     }
 
-    fn submit<'a>(&'a self, batch: &'a Stored, _node_id: &'a str) -> SubmitFuture<'a> {
+    fn submit<'a>(&'a self, batch: &'a Rendered) -> SubmitFuture<'a> {
         let seq = batch.seq;
         let delivery: Delivery = if self.wedged.load(Ordering::SeqCst) {
             match self.fail_after {
@@ -200,7 +200,7 @@ impl Sink for StuckSubmitSink {
         "Test"
     }
 
-    fn submit<'a>(&'a self, _batch: &'a Stored, _node_id: &'a str) -> SubmitFuture<'a> {
+    fn submit<'a>(&'a self, _batch: &'a Rendered) -> SubmitFuture<'a> {
         Box::pin(std::future::pending())
     }
 }
@@ -243,7 +243,7 @@ impl Sink for AlwaysFatalSink {
         "Test"
     }
 
-    fn submit<'a>(&'a self, _batch: &'a Stored, _node_id: &'a str) -> SubmitFuture<'a> {
+    fn submit<'a>(&'a self, _batch: &'a Rendered) -> SubmitFuture<'a> {
         let failed: Delivery = Box::pin(async { Err(SinkError::Retriable("fatal".into())) });
         Box::pin(async move { Ok(failed) })
     }
@@ -304,7 +304,7 @@ impl Sink for RefusesFirst {
         8
     }
 
-    fn submit<'a>(&'a self, batch: &'a Stored, _node_id: &'a str) -> SubmitFuture<'a> {
+    fn submit<'a>(&'a self, batch: &'a Rendered) -> SubmitFuture<'a> {
         let seq = batch.seq;
         let delivery: Delivery = if seq == 0 {
             Box::pin(async { Err(SinkError::Permanent("record too large".into())) })

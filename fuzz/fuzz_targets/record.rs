@@ -8,10 +8,14 @@
 //! and a matching checksum — damage the checksum cannot see, which is what
 //! reaches decompression and bincode. Bit 1 picks the header's version: 1, or
 //! 2 (a batch replayed from the dead letters, with its `Origin`), whose
-//! ingest-ids are all rendered.
+//! ingest-ids are all rendered. The drain's borrowed decode must accept
+//! exactly what the owned one accepts, and render the same messages.
 #![no_main]
 
-use edge_ingester::queue::{decode_record_with_origin, encode_record, encode_record_with_origin, Stored};
+use edge_ingester::queue::{
+    decode_record_view, decode_record_with_origin, encode_record, encode_record_with_origin, Stored,
+};
+use edge_ingester::sink::message::{render, Rendered};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -30,7 +34,19 @@ fuzz_target!(|data: &[u8]| {
         r.extend_from_slice(payload);
         r
     };
-    if let Ok((batch, origin)) = decode_record_with_origin(&record) {
+    let messages = |r: &Rendered| -> Vec<(String, Vec<u8>, String)> {
+        r.iter()
+            .map(|m| (m.key.to_string(), m.value.to_vec(), m.ingest_id.to_string()))
+            .collect()
+    };
+    let viewed = decode_record_view(&record, |batch, origin| {
+        messages(&render(&Stored { seq: 1, batch, origin }, "node"))
+    });
+    let owned = decode_record_with_origin(&record);
+    assert_eq!(viewed.is_ok(), owned.is_ok(), "borrowed and owned decodes disagree");
+    if let Ok((batch, origin)) = owned {
+        let rendered = render(&Stored { seq: 1, batch: batch.clone(), origin: origin.clone() }, "node");
+        assert_eq!(viewed.unwrap(), messages(&rendered), "borrowed decode renders differently");
         // Compared as bytes: damaged input can decode to a NaN metric value,
         // which no batch equals, itself included.
         let encode = |b| match &origin {

@@ -35,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
         let Ok(batch) = parse_batch(kind, &json, limits) else {
             return;
         };
-        batch
+        // The bytes must not depend on whether the strings are borrowed.
+        let owned = batch.clone().into_owned();
+        assert_eq!(encode_record(&batch), encode_record(&owned), "borrowed batch encodes differently");
+        owned
     } else {
         let Some(batch) = map_otlp(kind, selector & 16 == 0, &json, max_entries) else {
             return;

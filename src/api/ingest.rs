@@ -4,6 +4,7 @@
 //! The order matters: a request without a valid key or over its rate costs no
 //! parsing, and nothing reaches the queue unless the whole batch validated.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -339,7 +340,11 @@ pub(super) struct Prepared {
 impl Prepared {
     /// Encodes the record (CPU-bound). `body` is the request as received,
     /// after decompression: what "the same body" of a retry is compared by.
-    pub(super) fn new(batch: &Batch, scope: Option<[u8; 32]>, body: &[u8]) -> Prepared {
+    pub(super) fn new<S: AsRef<str> + bincode::Encode>(
+        batch: &Batch<S>,
+        scope: Option<[u8; 32]>,
+        body: &[u8],
+    ) -> Prepared {
         let entries = batch.len() as u64;
         let service = batch.first_service().to_string();
         let idempotency = scope.map(|scope| IdempotencyKey {
@@ -367,7 +372,12 @@ impl Prepared {
 
 /// JSON → validated batch. Syntax errors are 400; a value of the wrong type
 /// or a rule broken is 422 naming the field.
-pub fn parse(kind: Kind, bytes: &[u8], limits: model::Limits) -> Result<Batch, Rejection> {
+/// The batch's strings borrow from `bytes` where the JSON had no escapes.
+pub fn parse(
+    kind: Kind,
+    bytes: &[u8],
+    limits: model::Limits,
+) -> Result<Batch<Cow<'_, str>>, Rejection> {
     if is_array(bytes) {
         return Err(shape_problem(kind, "a JSON array"));
     }
@@ -474,6 +484,35 @@ fn classify<'de, T: serde::Deserialize<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A wrong-typed string field is a 422 naming it, and a string with
+    /// escapes is taken whole (string fields borrow from the body when
+    /// they can, and copy when they must).
+    #[test]
+    fn string_fields_are_named_when_wrong_and_kept_whole_with_escapes() {
+        let limits = model::Limits {
+            max_batch_entries: 10,
+        };
+        let entry = r#""service":"s","host":"h","timestamp":"2024-01-01T00:00:00Z""#;
+        let body = format!(r#"{{"entries":[{{{entry},"message":5}}]}}"#);
+        match parse(Kind::Logs, body.as_bytes(), limits) {
+            Err(Rejection::Invalid(p)) => {
+                assert_eq!(p[0].field, "entries[0].message", "{p:?}");
+                assert!(p[0].problem.contains("expected a string"), "{p:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let body = format!(r#"{{"entries":[{{{entry},"message":"a \"b\"\n","attributes":{{"k\u00e9":"v\t"}}}}]}}"#);
+        let batch = parse(Kind::Logs, body.as_bytes(), limits).unwrap().into_owned();
+        let model::Entries::Logs(v) = batch.entries else {
+            panic!()
+        };
+        assert_eq!(v[0].message, "a \"b\"\n");
+        assert_eq!(
+            v[0].attributes,
+            vec![("k\u{e9}".to_string(), model::AttrValue::Str("v\t".into()))]
+        );
+    }
 
     /// A wrong-typed attribute value is a 422 naming the key, for both
     /// endpoints (serde_path_to_error must see the key as a string).

@@ -160,7 +160,8 @@ mod tests {
                 max_batch_entries: 100,
             },
         )
-        .unwrap();
+        .unwrap()
+        .into_owned();
         let req = crate::otlp::decode_logs(&log_request_body(50, 3), crate::otlp::Format::Protobuf)
             .unwrap();
         let mapped = crate::otlp::map_logs(

@@ -40,7 +40,7 @@ use self::breaker::{Breaker, Circuit, Permit};
 use crate::config::ForwarderConfig;
 use crate::model::Kind;
 use crate::queue::{lock, Queue, QueueError, Refused};
-use crate::sink::{Confirmed, Delivery, Sink, SinkError};
+use crate::sink::{message, Confirmed, Delivery, Rendered, Sink, SinkError};
 use crate::stats::Stats;
 
 /// How long shutdown waits for deliveries already submitted; what does not
@@ -59,6 +59,10 @@ const READ_RETRY: Duration = Duration::from_secs(1);
 const READ_AHEAD: usize = 32;
 /// Confirmed batches removed from disk in one blocking-pool hand-off.
 const ACK_RUN: usize = 64;
+
+/// One batch read for sending: `Ok(None)` if it is gone (evicted, or
+/// undecodable and dead-lettered).
+type ReadResult = Result<Option<Rendered>, QueueError>;
 
 /// A batch handed to the sink and not yet confirmed.
 struct InFlight {
@@ -271,7 +275,7 @@ impl Forwarder {
                 }
             };
             for (seq, read) in reads {
-                let stored = match read {
+                let rendered = match read {
                     Ok(Some(s)) => s,
                     // Gone meanwhile (evicted), or undecodable and
                     // dead-lettered. An undecodable batch whose move failed
@@ -290,8 +294,8 @@ impl Forwarder {
                     }
                 };
                 self.cursor = Some(seq);
-                let (kind, n) = (stored.batch.kind(), stored.batch.len() as u64);
-                match self.sink.submit(&stored, self.queue.node_id()).await {
+                let (kind, n) = (rendered.kind(), rendered.len() as u64);
+                match self.sink.submit(&rendered).await {
                     Ok(delivery) => {
                         entries += n as usize;
                         self.window.push_back(InFlight {
@@ -574,15 +578,12 @@ impl Forwarder {
     }
 }
 
-/// Reads `seqs` in order, stopping after the first that the disk failed to
-/// read: nothing after it may be sent before it.
-fn read_in_order(
-    queue: &Queue,
-    seqs: Vec<u64>,
-) -> Vec<(u64, Result<Option<crate::queue::Stored>, QueueError>)> {
+/// Reads and renders `seqs` in order, stopping after the first that the
+/// disk failed to read: nothing after it may be sent before it.
+fn read_in_order(queue: &Queue, seqs: Vec<u64>) -> Vec<(u64, ReadResult)> {
     let mut out = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        let read = queue.read(seq);
+        let read = queue.read_view(seq, |stored| message::render(stored, queue.node_id()));
         let failed = read.is_err();
         out.push((seq, read));
         if failed {

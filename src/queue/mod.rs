@@ -87,7 +87,7 @@ pub use record::{
 /// For the fuzz targets: records of replayed batches (version 2).
 #[doc(hidden)]
 pub use record::{
-    decode_with_origin as decode_record_with_origin,
+    decode_view as decode_record_view, decode_with_origin as decode_record_with_origin,
     encode_with_origin as encode_record_with_origin,
 };
 
@@ -166,16 +166,17 @@ pub struct QueueStats {
     pub disk_errors: u64,
 }
 
-/// A batch read back for forwarding.
+/// A batch read back: owned, or with strings borrowed from its record
+/// (`Queue::read_view`).
 #[derive(Debug, Clone)]
-pub struct Stored {
+pub struct Stored<S = String> {
     pub seq: u64,
-    pub batch: Batch,
+    pub batch: Batch<S>,
     /// Set for entries replayed from the dead letters: their first ids.
     pub origin: Option<Origin>,
 }
 
-impl Stored {
+impl<S> Stored<S> {
     /// Appends the `ingest-id` of entry `i` (SPEC §4): `<node_id>:<seq>:<i>`,
     /// or for a replayed entry the id it was first sent with.
     pub fn write_ingest_id(&self, node_id: &str, i: usize, out: &mut String) {
@@ -547,13 +548,35 @@ impl Queue {
     /// `Err`: the disk could not be read, or an undecodable batch could not
     /// be moved; either way the batch is still there, at its place.
     pub fn read(&self, seq: u64) -> Result<Option<Stored>, QueueError> {
+        self.read_record(seq, |bytes| {
+            record::decode_with_origin(bytes).map(|(batch, origin)| Stored { seq, batch, origin })
+        })
+    }
+
+    /// `read`, with the batch's strings borrowed from its record for the
+    /// length of `f`: what the drain renders from (`record::decode_view`).
+    pub fn read_view<T>(
+        &self,
+        seq: u64,
+        f: impl FnOnce(&Stored<&str>) -> T,
+    ) -> Result<Option<T>, QueueError> {
+        self.read_record(seq, |bytes| {
+            record::decode_view(bytes, |batch, origin| f(&Stored { seq, batch, origin }))
+        })
+    }
+
+    fn read_record<T>(
+        &self,
+        seq: u64,
+        decode: impl FnOnce(&[u8]) -> Result<T, RecordError>,
+    ) -> Result<Option<T>, QueueError> {
         let bytes = match self.store()?.tree.get(record_key(seq)) {
             Ok(Some(b)) => b,
             Ok(None) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        match record::decode_with_origin(&bytes) {
-            Ok((batch, origin)) => Ok(Some(Stored { seq, batch, origin })),
+        match decode(&bytes) {
+            Ok(t) => Ok(Some(t)),
             Err(err) => {
                 self.dead_letter(seq, &err.to_string())?;
                 Ok(None)

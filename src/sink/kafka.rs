@@ -27,10 +27,10 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedPro
 use rdkafka::ClientContext;
 use tokio::sync::oneshot;
 
-use super::{message, Confirmed, Delivery, Refusal, Sink, SinkError, SubmitFuture};
+use super::{message, Confirmed, Delivery, Refusal, Rendered, Sink, SinkError, SubmitFuture};
 use crate::config::KafkaConfig;
 use crate::model::Kind;
-use crate::queue::{lock, Stored};
+use crate::queue::lock;
 
 /// Errors for which a retry of the same record can never succeed. NOTE:
 /// Kafka's `RECORD_LIST_TOO_LARGE` (code 18) is librdkafka's
@@ -447,13 +447,12 @@ impl Sink for KafkaSink {
         Ok(())
     }
 
-    fn submit<'a>(&'a self, stored: &'a Stored, node_id: &'a str) -> SubmitFuture<'a> {
+    fn submit<'a>(&'a self, rendered: &'a Rendered) -> SubmitFuture<'a> {
         Box::pin(async move {
-            let topic = match stored.batch.kind() {
+            let topic = match rendered.kind() {
                 Kind::Logs => self.logs_topic.as_str(),
                 Kind::Metrics => self.metrics_topic.as_str(),
             };
-            let rendered = message::render(stored, node_id);
             if rendered.is_empty() {
                 return Ok(Box::pin(async { Ok(Confirmed::all()) }) as Delivery);
             }

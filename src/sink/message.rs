@@ -19,35 +19,45 @@ pub struct Message<'a> {
     pub ingest_id: &'a str,
 }
 
-/// Every message of a batch rendered into a few shared buffers.
+/// Every message of a queued batch, rendered into a few shared buffers:
+/// what the forwarder hands a sink.
 /// NOTE: one allocation per message (value, id) showed up as ~20% of the
 /// Kafka drain's CPU in malloc/free; producers copy what they send anyway.
-pub struct Rendered<'a> {
+/// Owned, so it is rendered where the record is read (on the blocking pool,
+/// from strings borrowed from the record) and the forwarder only sends.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The batch's queue sequence number.
+    pub seq: u64,
     kind: Kind,
-    keys: Vec<&'a str>,
+    keys: String,
     values: Vec<u8>,
-    value_ends: Vec<usize>,
     ids: String,
-    id_ends: Vec<usize>,
+    /// Where message `i` ends in `keys`, `values` and `ids`.
+    ends: Vec<[usize; 3]>,
 }
 
-impl<'a> Rendered<'a> {
+impl Rendered {
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.ends.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.ends.is_empty()
     }
 
     pub fn get(&self, i: usize) -> Message<'_> {
-        let v0 = if i == 0 { 0 } else { self.value_ends[i - 1] };
-        let d0 = if i == 0 { 0 } else { self.id_ends[i - 1] };
+        let [k0, v0, d0] = if i == 0 { [0; 3] } else { self.ends[i - 1] };
+        let [k1, v1, d1] = self.ends[i];
         Message {
             kind: self.kind,
-            key: self.keys[i],
-            value: &self.values[v0..self.value_ends[i]],
-            ingest_id: &self.ids[d0..self.id_ends[i]],
+            key: &self.keys[k0..k1],
+            value: &self.values[v0..v1],
+            ingest_id: &self.ids[d0..d1],
         }
     }
 
@@ -58,14 +68,15 @@ impl<'a> Rendered<'a> {
 
 pub const CONTENT_TYPE: &str = "application/json";
 
-struct Attrs<'a>(&'a [(String, AttrValue)]);
+struct Attrs<'a, T>(&'a [(T, AttrValue<T>)]);
 
-impl Serialize for Attrs<'_> {
+impl<T: AsRef<str>> Serialize for Attrs<'_, T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in self.0 {
+            let k = k.as_ref();
             match v {
-                AttrValue::Str(x) => m.serialize_entry(k, x)?,
+                AttrValue::Str(x) => m.serialize_entry(k, x.as_ref())?,
                 AttrValue::Int(x) => m.serialize_entry(k, x)?,
                 AttrValue::UInt(x) => m.serialize_entry(k, x)?,
                 AttrValue::Float(x) => m.serialize_entry(k, x)?,
@@ -77,19 +88,21 @@ impl Serialize for Attrs<'_> {
 }
 
 #[derive(Serialize)]
-struct LogValue<'a> {
+#[serde(bound = "")]
+struct LogValue<'a, S: AsRef<str>> {
     timestamp: &'a str,
     level: &'static str,
     message: &'a str,
     service: &'a str,
     host: &'a str,
-    attributes: Attrs<'a>,
+    attributes: Attrs<'a, S>,
     agent_version: Option<&'a str>,
     received_at: &'a str,
 }
 
 #[derive(Serialize)]
-struct MetricValue<'a> {
+#[serde(bound = "")]
+struct MetricValue<'a, S: AsRef<str>> {
     timestamp: &'a str,
     name: &'a str,
     value: f64,
@@ -97,73 +110,72 @@ struct MetricValue<'a> {
     service: &'a str,
     host: &'a str,
     unit: Option<&'a str>,
-    attributes: Attrs<'a>,
+    attributes: Attrs<'a, S>,
     agent_version: Option<&'a str>,
     received_at: &'a str,
 }
 
-fn write_log(out: &mut Vec<u8>, e: &LogRecord, b: &Batch) {
+fn write_log<S: AsRef<str>>(out: &mut Vec<u8>, e: &LogRecord<S>, b: &Batch<S>) {
     serde_json::to_writer(
         out,
         &LogValue {
-            timestamp: &e.timestamp,
+            timestamp: e.timestamp.as_ref(),
             level: e.level.as_str(),
-            message: &e.message,
-            service: &e.service,
-            host: &e.host,
+            message: e.message.as_ref(),
+            service: e.service.as_ref(),
+            host: e.host.as_ref(),
             attributes: Attrs(&e.attributes),
-            agent_version: b.agent_version.as_deref(),
-            received_at: &b.received_at,
+            agent_version: b.agent_version.as_ref().map(AsRef::as_ref),
+            received_at: b.received_at.as_ref(),
         },
     )
     .expect("a struct of strings and finite numbers always serializes");
 }
 
-fn write_metric(out: &mut Vec<u8>, e: &MetricRecord, b: &Batch) {
+fn write_metric<S: AsRef<str>>(out: &mut Vec<u8>, e: &MetricRecord<S>, b: &Batch<S>) {
     serde_json::to_writer(
         out,
         &MetricValue {
-            timestamp: &e.timestamp,
-            name: &e.name,
+            timestamp: e.timestamp.as_ref(),
+            name: e.name.as_ref(),
             value: e.value,
             metric_type: e.metric_type.as_str(),
-            service: &e.service,
-            host: &e.host,
-            unit: e.unit.as_deref(),
+            service: e.service.as_ref(),
+            host: e.host.as_ref(),
+            unit: e.unit.as_ref().map(AsRef::as_ref),
             attributes: Attrs(&e.attributes),
-            agent_version: b.agent_version.as_deref(),
-            received_at: &b.received_at,
+            agent_version: b.agent_version.as_ref().map(AsRef::as_ref),
+            received_at: b.received_at.as_ref(),
         },
     )
     .expect("a struct of strings and finite numbers always serializes");
 }
 
 /// Renders every message of a batch, in entry order.
-pub fn render<'a>(stored: &'a Stored, node_id: &str) -> Rendered<'a> {
+pub fn render<S: AsRef<str>>(stored: &Stored<S>, node_id: &str) -> Rendered {
     let batch = &stored.batch;
     let n = batch.len();
     let mut r = Rendered {
+        seq: stored.seq,
         kind: batch.kind(),
-        keys: Vec::with_capacity(n),
+        keys: String::with_capacity(n * 16),
         values: Vec::with_capacity(n * 320),
-        value_ends: Vec::with_capacity(n),
         ids: String::with_capacity(n * (node_id.len() + 16)),
-        id_ends: Vec::with_capacity(n),
+        ends: Vec::with_capacity(n),
     };
     for i in 0..n {
         match &batch.entries {
             Entries::Logs(v) => {
-                r.keys.push(&v[i].service);
+                r.keys.push_str(v[i].service.as_ref());
                 write_log(&mut r.values, &v[i], batch);
             }
             Entries::Metrics(v) => {
-                r.keys.push(&v[i].service);
+                r.keys.push_str(v[i].service.as_ref());
                 write_metric(&mut r.values, &v[i], batch);
             }
         }
-        r.value_ends.push(r.values.len());
         stored.write_ingest_id(node_id, i, &mut r.ids);
-        r.id_ends.push(r.ids.len());
+        r.ends.push([r.keys.len(), r.values.len(), r.ids.len()]);
     }
     r
 }
@@ -175,7 +187,7 @@ mod tests {
 
     #[test]
     fn log_value_is_the_normalized_entry_plus_ingest_fields() {
-        let b = Batch {
+        let b: Batch = Batch {
             received_at: "2024-05-01T00:00:01Z".into(),
             agent_version: Some("0.1.0".into()),
             entries: Entries::Logs(vec![LogRecord {
@@ -208,7 +220,7 @@ mod tests {
 
     #[test]
     fn metric_value_carries_lower_case_type_and_unit() {
-        let b = Batch {
+        let b: Batch = Batch {
             received_at: "2024-05-01T00:00:01Z".into(),
             agent_version: None,
             entries: Entries::Metrics(vec![MetricRecord {

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::{message, Confirmed, Delivery, Sink, SinkError, SubmitFuture};
+use super::{Confirmed, Delivery, Rendered, Sink, SinkError, SubmitFuture};
 use crate::config::{MockConfig, MockFail};
-use crate::queue::Stored;
 
 pub struct MockSink {
     /// Replaced whole by a reload; a batch already submitted finishes with
@@ -135,10 +134,9 @@ impl Sink for MockSink {
         Ok(())
     }
 
-    fn submit<'a>(&'a self, stored: &'a Stored, node_id: &'a str) -> SubmitFuture<'a> {
+    fn submit<'a>(&'a self, rendered: &'a Rendered) -> SubmitFuture<'a> {
         let settings = self.settings.load_full();
         let lines = settings.capture.as_ref().map(|_| {
-            let rendered = message::render(stored, node_id);
             let mut lines = Vec::with_capacity(rendered.len() * 330);
             for m in rendered.iter() {
                 lines.extend_from_slice(m.value);

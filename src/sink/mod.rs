@@ -18,8 +18,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use self::message::Rendered;
 pub use crate::queue::Refusal;
-use crate::queue::Stored;
 
 /// Why a sink did not confirm a batch.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -82,8 +82,8 @@ pub trait Sink: Send + Sync {
         Duration::from_secs(2)
     }
 
-    /// Hands the batch to the sink; see the module doc.
-    fn submit<'a>(&'a self, batch: &'a Stored, node_id: &'a str) -> SubmitFuture<'a>;
+    /// Hands the batch's messages to the sink; see the module doc.
+    fn submit<'a>(&'a self, batch: &'a Rendered) -> SubmitFuture<'a>;
 
     /// The sink's own account of what is wrong (e.g. every broker down),
     /// shown in `last_error` while deliveries stall.
