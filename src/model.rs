@@ -169,8 +169,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for BorrowedCow<'a> {
 
 /// An attribute value: string, number or bool (SPEC §3). Like every stored
 /// type, generic over its strings: owned (`String`) as the queue hands
-/// batches around, or `&str` borrowed from a record's bytes where the drain
-/// only renders them (`record::decode_view`); the bytes are the same.
+/// batches around, `Cow<str>` borrowed from a request body where ingest
+/// validates and encodes them, or `&str` borrowed from a record's bytes
+/// where the drain only renders them (`record::decode_view`). The encoded
+/// bytes are the same for all three.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum AttrValue<S = String> {
     Str(S),
@@ -449,15 +451,39 @@ fn timestamp<'a>(v: Option<Cow<'a, str>>, i: usize, p: &mut Problems) -> Cow<'a,
         );
         return Cow::Borrowed("");
     };
+    // NOTE: an offset can carry a valid local date past the years RFC 3339
+    // can write in UTC ("9999-12-31T23:59:59-00:01"); `to_offset` panicked
+    // on it. It is the client's timestamp at fault: a 422, not a crash.
+    let Some(utc) = t
+        .checked_to_offset(time::UtcOffset::UTC)
+        .filter(|u| (0..=9999).contains(&u.year()))
+    else {
+        p.add(
+            || format!("entries[{i}].timestamp"),
+            "must fall within the years 0000 to 9999 in UTC",
+        );
+        return Cow::Borrowed("");
+    };
     // Formatted on the stack first: most agents already send the canonical
-    // form, which then stays borrowed from the body.
+    // form, which then stays borrowed from the body. NOTE: the count that
+    // `format_into` returns leaves out the sub-second digits (time 0.3.55),
+    // so what was written is measured from the buffer left.
     let mut buf = [0u8; 64];
     let mut w = &mut buf[..];
-    let utc = t.to_offset(time::UtcOffset::UTC);
-    match utc.format_into(&mut w, &Rfc3339) {
-        Ok(n) if buf[..n] == *raw.as_bytes() => raw,
-        _ => Cow::Owned(utc.format(&Rfc3339).unwrap_or_else(|_| raw.into_owned())),
+    let formatted = utc.format_into(&mut w, &Rfc3339);
+    let left = w.len();
+    if formatted.is_err() {
+        p.add(
+            || format!("entries[{i}].timestamp"),
+            "must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z",
+        );
+        return Cow::Borrowed("");
     }
+    let n = buf.len() - left;
+    if buf[..n] == *raw.as_bytes() {
+        return raw;
+    }
+    Cow::Owned(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 fn name<'a>(v: Option<Cow<'a, str>>, i: usize, field: &str, p: &mut Problems) -> Cow<'a, str> {
@@ -701,6 +727,41 @@ mod tests {
 
     fn logs(json: &str) -> Result<Batch, Vec<Problem>> {
         validate_logs(serde_json::from_str(json).unwrap(), LIMITS).map(Batch::into_owned)
+    }
+
+    /// The canonical UTC form stays borrowed from the body, fractions
+    /// included; any other form is rewritten; a date that leaves the years
+    /// RFC 3339 can write once in UTC is refused, not a panic.
+    #[test]
+    fn timestamps_are_normalized_to_utc_and_canonical_ones_borrowed() {
+        let ts = |raw: &'static str| {
+            let mut p = Problems::default();
+            let out = timestamp(Some(Cow::Borrowed(raw)), 0, &mut p);
+            (out, p.list)
+        };
+        for canonical in [
+            "2024-05-01T12:00:00Z",
+            "2024-05-01T12:00:00.5Z",
+            "2024-05-01T12:00:00.123456789Z",
+        ] {
+            let (out, problems) = ts(canonical);
+            assert!(problems.is_empty(), "{problems:?}");
+            assert!(matches!(out, Cow::Borrowed(s) if s == canonical), "{out:?}");
+        }
+        for (raw, want) in [
+            ("2024-05-01t12:00:00z", "2024-05-01T12:00:00Z"),
+            ("2024-05-01T14:00:00.500+02:00", "2024-05-01T12:00:00.5Z"),
+        ] {
+            let (out, problems) = ts(raw);
+            assert!(problems.is_empty(), "{problems:?}");
+            assert!(matches!(out, Cow::Owned(ref s) if s == want), "{out:?}");
+        }
+        for out_of_range in ["9999-12-31T23:59:59-00:01", "0000-01-01T00:30:00+01:00"] {
+            let (_, problems) = ts(out_of_range);
+            assert_eq!(problems.len(), 1, "{out_of_range}");
+            assert_eq!(problems[0].field, "entries[0].timestamp");
+            assert!(problems[0].problem.contains("0000 to 9999"), "{problems:?}");
+        }
     }
 
     #[test]

@@ -361,3 +361,77 @@ async fn a_read_error_during_a_dead_letter_move_keeps_the_batch_queued() {
 async fn a_failed_dead_letter_write_is_retried_in_order_never_skipped() {
     a_failed_dead_letter_move_keeps_the_batch_at_the_head(DeadLetterFault::Move).await;
 }
+
+/// A sink that takes batches and never confirms them, with a small entry
+/// budget: what the window holds shows how the forwarder plans.
+struct HoldsEverything {
+    budget: usize,
+    submitted: Mutex<Vec<u64>>,
+}
+
+impl Sink for HoldsEverything {
+    fn producer_type(&self) -> &'static str {
+        "Test"
+    }
+
+    fn max_in_flight(&self) -> usize {
+        256
+    }
+
+    fn max_in_flight_entries(&self) -> usize {
+        self.budget
+    }
+
+    fn submit<'a>(&'a self, batch: &'a Rendered) -> SubmitFuture<'a> {
+        self.submitted.lock().unwrap().push(batch.seq);
+        let pending: Delivery = Box::pin(std::future::pending());
+        Box::pin(async move { Ok(pending) })
+    }
+}
+
+/// Batches go in flight up to the entry budget plus one batch, and two
+/// large batches overlap when both fit in twice the budget (one batch at a
+/// time waits a whole round trip before the next is even read).
+#[tokio::test(start_paused = true)]
+async fn the_window_fills_to_the_entry_budget_and_pairs_large_batches() {
+    for (entries, want) in [(4, vec![0, 1, 2]), (10, vec![0, 1]), (11, vec![0])] {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&QueueConfig {
+            path: dir.path().join("q"),
+            ..QueueConfig::default()
+        })
+        .unwrap();
+        for _ in 0..3 {
+            let mut b = batch("m");
+            let Entries::Logs(v) = &mut b.entries else {
+                unreachable!()
+            };
+            *v = vec![v[0].clone(); entries];
+            let record = encode_record(&b);
+            let index = IndexEntry {
+                kind: b.kind(),
+                entries: entries as u32,
+                record_bytes: record.len() as u32,
+                enqueued_at_ms: 0,
+            };
+            queue.append(record, index).await.unwrap();
+        }
+        let sink = Arc::new(HoldsEverything {
+            budget: 10,
+            submitted: Mutex::new(Vec::new()),
+        });
+        let stats = Arc::new(Stats::new("Test"));
+        run_for(&queue, sink.clone(), stats, Duration::from_secs(1)).await;
+        assert_eq!(
+            *sink.submitted.lock().unwrap(),
+            want,
+            "{entries}-entry batches"
+        );
+        assert_eq!(
+            queue.stats().depth_batches,
+            3,
+            "nothing confirmed, nothing removed"
+        );
+        queue.close();
+    }
+}

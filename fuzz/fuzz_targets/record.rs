@@ -9,7 +9,9 @@
 //! reaches decompression and bincode. Bit 1 picks the header's version: 1, or
 //! 2 (a batch replayed from the dead letters, with its `Origin`), whose
 //! ingest-ids are all rendered. The drain's borrowed decode must accept
-//! exactly what the owned one accepts, and render the same messages.
+//! whatever the owned one accepts, and render the same messages. (It may
+//! accept more: bincode charges each `Vec` against the 256 MiB limit by
+//! the size of its in-memory elements, and borrowed entries are smaller.)
 #![no_main]
 
 use edge_ingester::queue::{
@@ -43,10 +45,10 @@ fuzz_target!(|data: &[u8]| {
         messages(&render(&Stored { seq: 1, batch, origin }, "node"))
     });
     let owned = decode_record_with_origin(&record);
-    assert_eq!(viewed.is_ok(), owned.is_ok(), "borrowed and owned decodes disagree");
     if let Ok((batch, origin)) = owned {
         let rendered = render(&Stored { seq: 1, batch: batch.clone(), origin: origin.clone() }, "node");
-        assert_eq!(viewed.unwrap(), messages(&rendered), "borrowed decode renders differently");
+        let viewed = viewed.expect("the borrowed decode refused what the owned one took");
+        assert_eq!(viewed, messages(&rendered), "borrowed decode renders differently");
         // Compared as bytes: damaged input can decode to a NaN metric value,
         // which no batch equals, itself included.
         let encode = |b| match &origin {

@@ -502,8 +502,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let body = format!(r#"{{"entries":[{{{entry},"message":"a \"b\"\n","attributes":{{"k\u00e9":"v\t"}}}}]}}"#);
-        let batch = parse(Kind::Logs, body.as_bytes(), limits).unwrap().into_owned();
+        let body = format!(
+            r#"{{"entries":[{{{entry},"message":"a \"b\"\n","attributes":{{"k\u00e9":"v\t"}}}}]}}"#
+        );
+        let batch = parse(Kind::Logs, body.as_bytes(), limits)
+            .unwrap()
+            .into_owned();
         let model::Entries::Logs(v) = batch.entries else {
             panic!()
         };

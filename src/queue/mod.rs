@@ -554,7 +554,8 @@ impl Queue {
     }
 
     /// `read`, with the batch's strings borrowed from its record for the
-    /// length of `f`: what the drain renders from (`record::decode_view`).
+    /// length of `f`: what the drain renders from (`record::decode_view`,
+    /// whose limits `f` shares: it must not encode or decode a record).
     pub fn read_view<T>(
         &self,
         seq: u64,

@@ -169,7 +169,9 @@ pub fn decode_with_origin(bytes: &[u8]) -> Result<(Batch, Option<Origin>), Recor
 /// bytes, and hands it to `f`. NOTE: the drain only renders a batch into
 /// Kafka messages; decoding it into owned strings first was ~6 allocations
 /// per entry, freed right after rendering (bincode decode plus malloc/free
-/// were a quarter of the drain's CPU).
+/// were a quarter of the drain's CPU). `f` runs while this thread's scratch
+/// buffer holds the inflated bytes: it must not encode or decode another
+/// record (that would borrow the buffer twice and panic).
 pub fn decode_view<T>(
     bytes: &[u8],
     f: impl FnOnce(Batch<&str>, Option<Origin>) -> T,
