@@ -439,6 +439,23 @@ fn check_entries_len(len: usize, limits: Limits, p: &mut Problems) {
     }
 }
 
+/// `t` in UTC, if RFC 3339 can write it there. NOTE: an offset can carry a
+/// valid local date past the years 0000–9999 in UTC
+/// ("9999-12-31T23:59:59-00:01"); `to_offset` panicked on it.
+fn in_utc(t: OffsetDateTime) -> Option<OffsetDateTime> {
+    t.checked_to_offset(time::UtcOffset::UTC)
+        .filter(|u| (0..=9999).contains(&u.year()))
+}
+
+/// Whether ingest takes `raw` as an entry's `timestamp`: what an agent
+/// checks before sending one it did not make (a 422 refuses the batch).
+pub fn is_valid_timestamp(raw: &str) -> bool {
+    OffsetDateTime::parse(raw, &Rfc3339)
+        .ok()
+        .and_then(in_utc)
+        .is_some()
+}
+
 fn timestamp<'a>(v: Option<Cow<'a, str>>, i: usize, p: &mut Problems) -> Cow<'a, str> {
     let Some(raw) = v else {
         p.add(|| format!("entries[{i}].timestamp"), "is required");
@@ -451,13 +468,7 @@ fn timestamp<'a>(v: Option<Cow<'a, str>>, i: usize, p: &mut Problems) -> Cow<'a,
         );
         return Cow::Borrowed("");
     };
-    // NOTE: an offset can carry a valid local date past the years RFC 3339
-    // can write in UTC ("9999-12-31T23:59:59-00:01"); `to_offset` panicked
-    // on it. It is the client's timestamp at fault: a 422, not a crash.
-    let Some(utc) = t
-        .checked_to_offset(time::UtcOffset::UTC)
-        .filter(|u| (0..=9999).contains(&u.year()))
-    else {
+    let Some(utc) = in_utc(t) else {
         p.add(
             || format!("entries[{i}].timestamp"),
             "must fall within the years 0000 to 9999 in UTC",

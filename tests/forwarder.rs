@@ -362,10 +362,11 @@ async fn a_failed_dead_letter_write_is_retried_in_order_never_skipped() {
     a_failed_dead_letter_move_keeps_the_batch_at_the_head(DeadLetterFault::Move).await;
 }
 
-/// A sink that takes batches and never confirms them, with a small entry
-/// budget: what the window holds shows how the forwarder plans.
+/// A sink that takes batches and confirms only the first, with a small
+/// entry budget: what it was handed shows how the forwarder plans.
 struct HoldsEverything {
     budget: usize,
+    confirm_first: bool,
     submitted: Mutex<Vec<u64>>,
 }
 
@@ -384,24 +385,35 @@ impl Sink for HoldsEverything {
 
     fn submit<'a>(&'a self, batch: &'a Rendered) -> SubmitFuture<'a> {
         self.submitted.lock().unwrap().push(batch.seq);
-        let pending: Delivery = Box::pin(std::future::pending());
-        Box::pin(async move { Ok(pending) })
+        let delivery: Delivery = if self.confirm_first && batch.seq == 0 {
+            Box::pin(async { Ok(Confirmed::all()) })
+        } else {
+            Box::pin(std::future::pending())
+        };
+        Box::pin(async move { Ok(delivery) })
     }
 }
 
-/// Batches go in flight up to the entry budget plus one batch, and two
-/// large batches overlap when both fit in twice the budget (one batch at a
-/// time waits a whole round trip before the next is even read).
+/// Batches go in flight up to the entry budget plus one batch, and a
+/// second large batch joins one already in flight when both fit in twice
+/// the budget (one batch at a time waits a whole round trip before the
+/// next is even read) — also after the head was confirmed.
 #[tokio::test(start_paused = true)]
 async fn the_window_fills_to_the_entry_budget_and_pairs_large_batches() {
-    for (entries, want) in [(4, vec![0, 1, 2]), (10, vec![0, 1]), (11, vec![0])] {
+    for (entries, confirm_first, want) in [
+        (4, false, vec![0, 1, 2]),
+        (6, false, vec![0, 1]),
+        (10, false, vec![0, 1]),
+        (11, false, vec![0]),
+        (10, true, vec![0, 1, 2]),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(&QueueConfig {
             path: dir.path().join("q"),
             ..QueueConfig::default()
         })
         .unwrap();
-        for _ in 0..3 {
+        for _ in 0..4 {
             let mut b = batch("m");
             let Entries::Logs(v) = &mut b.entries else {
                 unreachable!()
@@ -418,20 +430,15 @@ async fn the_window_fills_to_the_entry_budget_and_pairs_large_batches() {
         }
         let sink = Arc::new(HoldsEverything {
             budget: 10,
+            confirm_first,
             submitted: Mutex::new(Vec::new()),
         });
         let stats = Arc::new(Stats::new("Test"));
         run_for(&queue, sink.clone(), stats, Duration::from_secs(1)).await;
-        assert_eq!(
-            *sink.submitted.lock().unwrap(),
-            want,
-            "{entries}-entry batches"
-        );
-        assert_eq!(
-            queue.stats().depth_batches,
-            3,
-            "nothing confirmed, nothing removed"
-        );
+        let case = format!("{entries}-entry batches, first confirmed: {confirm_first}");
+        assert_eq!(*sink.submitted.lock().unwrap(), want, "{case}");
+        let confirmed = u64::from(confirm_first);
+        assert_eq!(queue.stats().depth_batches, 4 - confirmed, "{case}");
         queue.close();
     }
 }

@@ -9,9 +9,10 @@
 //! reaches decompression and bincode. Bit 1 picks the header's version: 1, or
 //! 2 (a batch replayed from the dead letters, with its `Origin`), whose
 //! ingest-ids are all rendered. The drain's borrowed decode must accept
-//! whatever the owned one accepts, and render the same messages. (It may
-//! accept more: bincode charges each `Vec` against the 256 MiB limit by
-//! the size of its in-memory elements, and borrowed entries are smaller.)
+//! whatever the owned one accepts, and render the same messages, and refuse
+//! what it refuses — except a record over the 256 MiB limit: bincode
+//! charges each `Vec` by the size of its in-memory elements, and borrowed
+//! entries are smaller.
 #![no_main]
 
 use edge_ingester::queue::{
@@ -42,13 +43,38 @@ fuzz_target!(|data: &[u8]| {
             .collect()
     };
     let viewed = decode_record_view(&record, |batch, origin| {
-        messages(&render(&Stored { seq: 1, batch, origin }, "node"))
+        messages(&render(
+            &Stored {
+                seq: 1,
+                batch,
+                origin,
+            },
+            "node",
+        ))
     });
     let owned = decode_record_with_origin(&record);
+    if let Err(e) = &owned {
+        let limit = e.to_string().contains("LimitExceeded");
+        assert!(
+            limit || viewed.is_err(),
+            "the borrowed decode took what the owned one refused: {e}"
+        );
+    }
     if let Ok((batch, origin)) = owned {
-        let rendered = render(&Stored { seq: 1, batch: batch.clone(), origin: origin.clone() }, "node");
+        let rendered = render(
+            &Stored {
+                seq: 1,
+                batch: batch.clone(),
+                origin: origin.clone(),
+            },
+            "node",
+        );
         let viewed = viewed.expect("the borrowed decode refused what the owned one took");
-        assert_eq!(viewed, messages(&rendered), "borrowed decode renders differently");
+        assert_eq!(
+            viewed,
+            messages(&rendered),
+            "borrowed decode renders differently"
+        );
         // Compared as bytes: damaged input can decode to a NaN metric value,
         // which no batch equals, itself included.
         let encode = |b| match &origin {
@@ -59,8 +85,16 @@ fuzz_target!(|data: &[u8]| {
         let (again, again_origin) =
             decode_record_with_origin(&encoded).expect("re-encoded record decodes");
         assert_eq!(again_origin, origin, "record round trip changed the origin");
-        assert_eq!(encode(&again), encoded, "record round trip changed the batch");
-        let stored = Stored { seq: 1, batch: again, origin: again_origin };
+        assert_eq!(
+            encode(&again),
+            encoded,
+            "record round trip changed the batch"
+        );
+        let stored = Stored {
+            seq: 1,
+            batch: again,
+            origin: again_origin,
+        };
         for i in 0..stored.batch.len() {
             assert!(!stored.ingest_id("node", i).is_empty());
         }

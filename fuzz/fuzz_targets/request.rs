@@ -22,7 +22,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let encoding = [None, Some("gzip"), Some("zstd"), Some("identity")][usize::from(selector & 3)];
-    let kind = if selector & 4 == 0 { Kind::Logs } else { Kind::Metrics };
+    let kind = if selector & 4 == 0 {
+        Kind::Logs
+    } else {
+        Kind::Metrics
+    };
     let Ok(json) = decode_body(wire, encoding, LIMIT) else {
         return;
     };
@@ -37,7 +41,11 @@ fuzz_target!(|data: &[u8]| {
         };
         // The bytes must not depend on whether the strings are borrowed.
         let owned = batch.clone().into_owned();
-        assert_eq!(encode_record(&batch), encode_record(&owned), "borrowed batch encodes differently");
+        assert_eq!(
+            encode_record(&batch),
+            encode_record(&owned),
+            "borrowed batch encodes differently"
+        );
         owned
     } else {
         let Some(batch) = map_otlp(kind, selector & 16 == 0, &json, max_entries) else {

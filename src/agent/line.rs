@@ -56,7 +56,7 @@ pub fn entry(line: &[u8], source: &Source<'_>, read_at: &str) -> Option<Vec<u8>>
                     .and_then(canonical_level)
                     .unwrap_or("INFO");
                 if let Some(Value::String(t)) = obj.get("timestamp") {
-                    if is_rfc3339(t) {
+                    if crate::model::is_valid_timestamp(t) {
                         timestamp = Cow::Owned(t.clone());
                     }
                 }
@@ -138,10 +138,6 @@ fn level_of(text: &str) -> &'static str {
     canonical_level(word).unwrap_or("INFO")
 }
 
-fn is_rfc3339(t: &str) -> bool {
-    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +185,10 @@ mod tests {
             (v["level"].as_str(), v["timestamp"].as_str()),
             (Some("INFO"), Some("2026-11-29T00:00:00Z"))
         );
+        // Valid RFC 3339, but past the years ingest can store in UTC: the
+        // line's own time is dropped, not the batch it would get refused.
+        let v = parse(br#"{"message":"hi","timestamp":"9999-12-31T23:59:59-00:01"}"#);
+        assert_eq!(v["timestamp"], "2026-11-29T00:00:00Z");
         // Without a string message it is just text.
         let v = parse(br#"{"msg":"hi"}"#);
         assert_eq!(v["message"], r#"{"msg":"hi"}"#);
