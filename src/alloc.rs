@@ -10,13 +10,12 @@
 
 use std::ffi::{c_int, c_long};
 
-// Options of mimalloc v3.3 (`mi_option_e` in `mimalloc.h`); the test below
-// fails if a version bump moves them.
+// Options of mimalloc v3.3 (`mi_option_e` in `mimalloc.h`);
+// tests/allocator.rs reads them back by name from mimalloc's own report.
 const ARENA_EAGER_COMMIT: c_int = 4;
 const PURGE_DELAY: c_int = 15;
 
 extern "C" {
-    fn mi_option_get(option: c_int) -> c_long;
     fn mi_option_set(option: c_int, value: c_long);
 }
 

@@ -37,6 +37,9 @@ fn the_environment_still_overrides_them() {
         ("MIMALLOC_ARENA_EAGER_COMMIT", "1"),
         ("MIMALLOC_PURGE_DELAY", "250"),
     ]);
-    assert!(report.contains("option 'arena_eager_commit': 1"), "{report}");
+    assert!(
+        report.contains("option 'arena_eager_commit': 1"),
+        "{report}"
+    );
     assert!(report.contains("option 'purge_delay': 250"), "{report}");
 }

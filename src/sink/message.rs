@@ -86,9 +86,9 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 /// control character. No early exit inside a chunk, so it vectorises.
 fn needs_escape(bytes: &[u8]) -> bool {
     bytes.chunks(64).any(|chunk| {
-        chunk
-            .iter()
-            .fold(false, |any, &b| any | (b < 0x20) | (b == b'"') | (b == b'\\'))
+        chunk.iter().fold(false, |any, &b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        })
     })
 }
 
