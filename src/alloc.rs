@@ -1,49 +1,56 @@
-//! The process allocator (the binary's, outside the library's
-//! `forbid(unsafe_code)`): mimalloc, for our code and (its `override`
-//! feature) for librdkafka's and zstd's C code linked into the binary.
+//! The process allocator: mimalloc, for our code and (the crate's `override`
+//! feature) for the C code linked into the binary, librdkafka and zstd among
+//! it. The executable exports `malloc` and `free`, so libc and the shared
+//! libraries (libcrypto, libssl) use it too: nothing is freed by an
+//! allocator that did not allocate it. It lives in the binary, outside the
+//! library's `forbid(unsafe_code)`.
 //!
-//! NOTE: glibc malloc/free was ~17% of the Kafka drain's CPU, most of it
-//! librdkafka's per-message allocations freed on another thread. mimalloc
-//! v3 as it comes held 160–190 MB during a W3 drain (eager arena commits,
-//! purging freed pages a second late, transparent huge pages); `tune` brings it back
-//! under the 64 MB budget.
+//! NOTE: glibc malloc/free was ~30% of the Kafka drain's CPU in the first
+//! profile of issue 12 and still ~25% after the second pass (librdkafka's
+//! per-message allocations, freed on its delivery-report thread). mimalloc
+//! v3 as it comes held 160–190 MB during a W3 drain: it commits a whole
+//! arena up front and returns freed pages a second late. With the defaults
+//! below a drain stays at 55–61 MB (README, issue 12 third pass).
 
-use std::ffi::{c_int, c_long};
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-// Options of mimalloc v3.3 (`mi_option_e` in `mimalloc.h`);
-// tests/allocator.rs reads them back by name from mimalloc's own report.
-const ARENA_EAGER_COMMIT: c_int = 4;
-const PURGE_DELAY: c_int = 15;
-
-extern "C" {
-    fn mi_option_set(option: c_int, value: c_long);
-}
-
-/// Runs `tune` from the ELF initialisers, before the first allocation:
-/// mimalloc reserves its first arena (1 GiB of address space, where all of
-/// our memory lives) on the first malloc and reads the commit option then,
-/// so setting it from `main` is too late (measured: 115 MB, not 58 MB).
-/// Priority 101 runs before the unprioritised initialisers, mimalloc's own
-/// among them.
 #[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array.00101"]
-static TUNE_BEFORE_THE_FIRST_ALLOCATION: extern "C" fn() = tune;
+mod defaults {
+    use std::ffi::{c_int, c_long};
 
-/// Commits arena memory on demand and returns freed pages at once, unless
-/// the operator set the option in the environment (`MIMALLOC_*`). Reads
-/// the environment with `getenv`: nothing may allocate here.
-extern "C" fn tune() {
-    for (option, env, value) in [
-        (ARENA_EAGER_COMMIT, c"MIMALLOC_ARENA_EAGER_COMMIT", 0),
-        (PURGE_DELAY, c"MIMALLOC_PURGE_DELAY", 0),
-    ] {
-        // SAFETY: `env` is a NUL-terminated literal; `mi_option_set` writes
-        // one entry of mimalloc's option table and allocates nothing.
-        unsafe {
-            if libc::getenv(env.as_ptr()).is_null() {
-                mi_option_set(option, value);
-            }
+    // Options of mimalloc v3.3 (`mi_option_e` in `mimalloc.h`);
+    // tests/allocator.rs reads them back by name from mimalloc's report.
+    const ARENA_EAGER_COMMIT: c_int = 4;
+    const PURGE_DELAY: c_int = 15;
+    const ALLOW_THP: c_int = 43;
+
+    extern "C" {
+        fn mi_option_set_default(option: c_int, value: c_long);
+    }
+
+    /// Runs `set` from the ELF initialisers, before mimalloc initialises
+    /// (it reads its `MIMALLOC_*` environment then, over these defaults)
+    /// and before the first allocation reserves its first arena (1 GiB of
+    /// address space, where all of our memory lives) and reads the commit
+    /// option. Setting them from `main` came too late: 115 MB, not 58 MB.
+    /// Priority 101 runs before the unprioritised initialisers, mimalloc's
+    /// own among them as gcc builds it. A preloaded library that allocates
+    /// from its own initialiser starts mimalloc first; the defaults are then
+    /// mimalloc's own (more memory, nothing else). tests/allocator.rs
+    /// fails if these ever come too late.
+    #[used]
+    #[link_section = ".init_array.00101"]
+    static SET_BEFORE_THE_FIRST_ALLOCATION: extern "C" fn() = set;
+
+    /// Arena memory committed on demand, freed pages returned at once, no
+    /// transparent huge pages (on a host whose policy is `always`, a 2 MiB
+    /// page would back memory committed a page at a time).
+    extern "C" fn set() {
+        for (option, value) in [(ARENA_EAGER_COMMIT, 0), (PURGE_DELAY, 0), (ALLOW_THP, 0)] {
+            // SAFETY: writes one entry of mimalloc's option table, only if
+            // mimalloc has not read it yet; allocates nothing.
+            unsafe { mi_option_set_default(option, value) };
         }
     }
 }

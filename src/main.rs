@@ -11,10 +11,6 @@ use edge_ingester::reload::Reloader;
 
 mod alloc;
 
-/// See `alloc`.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(cli.serve)) {
