@@ -6,7 +6,7 @@
 //! library's `forbid(unsafe_code)`.
 //!
 //! NOTE: glibc malloc/free was ~30% of the Kafka drain's CPU in the first
-//! profile of issue 12 and still ~25% after the second pass (librdkafka's
+//! profile of issue 12 and still ~17% after the second pass (librdkafka's
 //! per-message allocations, freed on its delivery-report thread). mimalloc
 //! v3 as it comes held 160–190 MB during a W3 drain: it commits a whole
 //! arena up front and returns freed pages a second late. With the defaults
