@@ -98,10 +98,57 @@ fn write_scalar<T: Serialize>(out: &mut Vec<u8>, x: T) {
     serde_json::to_writer(&mut *out, &x).expect("a number always serializes");
 }
 
-fn write_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => write_str(out, s),
-        None => out.extend_from_slice(b"null"),
+/// One JSON object's fields, written in order: `{"k":v,"k":v,…}`. The keys
+/// are ours and need no escape.
+struct Object<'o> {
+    out: &'o mut Vec<u8>,
+    opened: bool,
+}
+
+impl<'o> Object<'o> {
+    fn new(out: &'o mut Vec<u8>) -> Self {
+        Object { out, opened: false }
+    }
+
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        self.out.push(if self.opened { b',' } else { b'{' });
+        self.opened = true;
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        write_str(self.key(key), value);
+        self
+    }
+
+    fn opt_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(v) => self.str(key, v),
+            None => {
+                self.key(key).extend_from_slice(b"null");
+                self
+            }
+        }
+    }
+
+    fn scalar<T: Serialize>(&mut self, key: &str, value: T) -> &mut Self {
+        write_scalar(self.key(key), value);
+        self
+    }
+
+    fn attrs<S: AsRef<str>>(&mut self, attrs: &[(S, AttrValue<S>)]) -> &mut Self {
+        write_attrs(self.key("attributes"), attrs);
+        self
+    }
+
+    /// The fields ingest adds to every entry, and the closing brace.
+    fn ingest_fields_and_close<S: AsRef<str>>(&mut self, b: &Batch<S>) {
+        self.opt_str("agent_version", b.agent_version.as_ref().map(AsRef::as_ref))
+            .str("received_at", b.received_at.as_ref());
+        self.out.push(b'}');
     }
 }
 
@@ -127,50 +174,29 @@ fn write_attrs<S: AsRef<str>>(out: &mut Vec<u8>, attrs: &[(S, AttrValue<S>)]) {
 /// `{"timestamp":…,"level":…,"message":…,"service":…,"host":…,
 /// "attributes":{…},"agent_version":…,"received_at":…}` (SPEC §4).
 fn write_log<S: AsRef<str>>(out: &mut Vec<u8>, e: &LogRecord<S>, b: &Batch<S>) {
-    out.extend_from_slice(b"{\"timestamp\":");
-    write_str(out, e.timestamp.as_ref());
-    out.extend_from_slice(b",\"level\":");
-    write_str(out, e.level.as_str());
-    out.extend_from_slice(b",\"message\":");
-    write_str(out, e.message.as_ref());
-    out.extend_from_slice(b",\"service\":");
-    write_str(out, e.service.as_ref());
-    out.extend_from_slice(b",\"host\":");
-    write_str(out, e.host.as_ref());
-    out.extend_from_slice(b",\"attributes\":");
-    write_attrs(out, &e.attributes);
-    write_ingest_fields(out, b);
+    Object::new(out)
+        .str("timestamp", e.timestamp.as_ref())
+        .str("level", e.level.as_str())
+        .str("message", e.message.as_ref())
+        .str("service", e.service.as_ref())
+        .str("host", e.host.as_ref())
+        .attrs(&e.attributes)
+        .ingest_fields_and_close(b);
 }
 
 /// `{"timestamp":…,"name":…,"value":…,"metric_type":…,"service":…,
 /// "host":…,"unit":…,"attributes":{…},"agent_version":…,"received_at":…}`.
 fn write_metric<S: AsRef<str>>(out: &mut Vec<u8>, e: &MetricRecord<S>, b: &Batch<S>) {
-    out.extend_from_slice(b"{\"timestamp\":");
-    write_str(out, e.timestamp.as_ref());
-    out.extend_from_slice(b",\"name\":");
-    write_str(out, e.name.as_ref());
-    out.extend_from_slice(b",\"value\":");
-    write_scalar(out, e.value);
-    out.extend_from_slice(b",\"metric_type\":");
-    write_str(out, e.metric_type.as_str());
-    out.extend_from_slice(b",\"service\":");
-    write_str(out, e.service.as_ref());
-    out.extend_from_slice(b",\"host\":");
-    write_str(out, e.host.as_ref());
-    out.extend_from_slice(b",\"unit\":");
-    write_opt_str(out, e.unit.as_ref().map(AsRef::as_ref));
-    out.extend_from_slice(b",\"attributes\":");
-    write_attrs(out, &e.attributes);
-    write_ingest_fields(out, b);
-}
-
-/// The fields ingest adds to every entry, and the closing brace.
-fn write_ingest_fields<S: AsRef<str>>(out: &mut Vec<u8>, b: &Batch<S>) {
-    out.extend_from_slice(b",\"agent_version\":");
-    write_opt_str(out, b.agent_version.as_ref().map(AsRef::as_ref));
-    out.extend_from_slice(b",\"received_at\":");
-    write_str(out, b.received_at.as_ref());
-    out.push(b'}');
+    Object::new(out)
+        .str("timestamp", e.timestamp.as_ref())
+        .str("name", e.name.as_ref())
+        .scalar("value", e.value)
+        .str("metric_type", e.metric_type.as_str())
+        .str("service", e.service.as_ref())
+        .str("host", e.host.as_ref())
+        .opt_str("unit", e.unit.as_ref().map(AsRef::as_ref))
+        .attrs(&e.attributes)
+        .ingest_fields_and_close(b);
 }
 
 /// Renders every message of a batch, in entry order.
