@@ -16,7 +16,7 @@
 //! in `NEEDS_OPERATOR` concern the destination, not the record, and
 //! `last_error` says what to fix.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,8 +91,13 @@ const MAX_IN_FLIGHT_ENTRIES: usize = 10_000;
 /// Pause before retrying a `send` into a full librdkafka queue.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 /// How long a new producer's metadata requests may hasten its producer id
-/// (`hasten_producer_id`), and the pause between them.
+/// (`hasten_producer_id`): past librdkafka's own 500 ms retry, with room
+/// for a slow first connection (TLS, a distant cluster).
 const PID_NUDGE_FOR: Duration = Duration::from_secs(3);
+/// How long one of those requests may wait for its answer.
+const PID_NUDGE_WAIT: Duration = Duration::from_secs(1);
+/// The pause after an answer from the bootstrap connection (or none):
+/// the learned broker's connection is usually up within milliseconds.
 const PID_NUDGE_PAUSE: Duration = Duration::from_millis(10);
 
 /// Producer settings the service needs; `[kafka.properties]` may override
@@ -345,6 +350,8 @@ type Producer = ThreadedProducer<ErrorTracker>;
 struct Generation {
     producer: Arc<Producer>,
     errors: Arc<Mutex<ClientErrors>>,
+    /// `hasten_producer_id` has been started for this producer.
+    nudged: Arc<AtomicBool>,
 }
 
 pub struct KafkaSink {
@@ -360,7 +367,7 @@ impl KafkaSink {
     pub fn new(cfg: &KafkaConfig, node_id: &str) -> Result<KafkaSink, String> {
         cfg.check_promise()?;
         let client = client_config(cfg, node_id);
-        let first = Generation::new(&client, &cfg.logs_topic).map_err(|e| {
+        let first = Generation::new(&client).map_err(|e| {
             let e = SettingsError::new(cfg, &e);
             format!("invalid Kafka producer settings: {}: {e}", e.key)
         })?;
@@ -378,17 +385,33 @@ impl KafkaSink {
 }
 
 impl Generation {
-    fn new(client: &ClientConfig, topic: &str) -> Result<Generation, KafkaError> {
+    fn new(client: &ClientConfig) -> Result<Generation, KafkaError> {
         let errors = Arc::new(Mutex::new(ClientErrors::default()));
-        let producer = Arc::new(client.create_with_context(ErrorTracker {
+        let producer = client.create_with_context(ErrorTracker {
             state: errors.clone(),
-        })?);
-        let (weak, topic) = (Arc::downgrade(&producer), topic.to_string());
+        })?;
+        Ok(Generation {
+            producer: Arc::new(producer),
+            errors,
+            nudged: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Called with each submitted batch's topic; the first call starts
+    /// `hasten_producer_id`. NOTE: at the first submit, not at creation:
+    /// asking for a topic's metadata registers the topic with the producer
+    /// for good (librdkafka then refreshes it every second while it is
+    /// missing, and may auto-create it), so only a topic being produced to
+    /// is asked about.
+    fn nudge_producer_id(&self, topic: &str) {
+        if self.nudged.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (weak, topic) = (Arc::downgrade(&self.producer), topic.to_string());
         // Without the thread the producer still works, only later.
         let _ = std::thread::Builder::new()
             .name("kafka-pid".into())
             .spawn(move || hasten_producer_id(&weak, &topic));
-        Ok(Generation { producer, errors })
     }
 }
 
@@ -396,25 +419,39 @@ impl Generation {
 /// broker it learned from metadata is connected. NOTE: librdkafka asks at
 /// start, when no broker is connected yet, and again on each metadata
 /// response; the first response comes over the bootstrap connection, which
-/// it is replacing by the broker that response names, so it falls back to
-/// its 500 ms retry timer (rdkafka_idempotence.c). Nothing is sent before
-/// the id: every start and every reset of the sink sat idle ~0.5 s (W3
-/// drained 1,000,000 entries in 2.8 s, 0.47 s of them idle). Each metadata
-/// response runs librdkafka's own id request again; one that comes over a
-/// learned broker's connection finds that broker up. Bounded: a cluster
-/// that is down leaves it to librdkafka's timer.
+/// librdkafka retires as soon as that response names the real brokers
+/// (rdkafka_metadata.c), and brokers being retired are not asked, so it
+/// falls back to its 500 ms retry timer (rdkafka_idempotence.c). Nothing is
+/// sent before the id: every start and every reset of the sink sat idle
+/// ~0.5 s (W3 drained 1,000,000 entries in 2.8 s, 0.47 s of them idle).
+/// librdkafka runs its id request while it reads each metadata response, so
+/// a response that comes over a learned broker's connection finds that
+/// broker up. Bounded: a cluster that is down leaves it to librdkafka's
+/// timer. If this thread holds the last reference when the producer is
+/// replaced or the service stops, the producer's drop (up to 500 ms of
+/// flushing) runs here; what it did not deliver stays queued.
 fn hasten_producer_id(producer: &std::sync::Weak<Producer>, topic: &str) {
     use rdkafka::producer::Producer as _;
+    // librdkafka refuses longer names and rdkafka then panics; Kafka allows
+    // at most 249 characters, so such a topic is refused on send anyway.
+    if topic.is_empty() || topic.len() > 249 {
+        return;
+    }
     let deadline = std::time::Instant::now() + PID_NUDGE_FOR;
-    while std::time::Instant::now() < deadline {
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
         // Replaced by a reset, or shut down: nothing left to hasten.
         let Some(producer) = producer.upgrade() else {
             return;
         };
-        // The bootstrap connection answers as node -1.
+        // The bootstrap connection answers as node -1. A slow answer still
+        // ran the id request, so the wait is long enough for any round trip.
         match producer
             .client()
-            .fetch_metadata(Some(topic), PID_NUDGE_PAUSE * 10)
+            .fetch_metadata(Some(topic), left.min(PID_NUDGE_WAIT))
         {
             Ok(md) if md.orig_broker_id() >= 0 => return,
             _ => {}
@@ -478,7 +515,7 @@ impl Sink for KafkaSink {
     fn reset(&self) -> Result<(), String> {
         // The settings were accepted at start, so only a creation error is
         // expected here (a CA file gone); its text quotes no value.
-        let fresh = Generation::new(&self.client, &self.logs_topic).map_err(|e| match e {
+        let fresh = Generation::new(&self.client).map_err(|e| match e {
             KafkaError::ClientCreation(text) => format!("cannot recreate the producer: {text}"),
             _ => "cannot recreate the producer: its settings were refused".to_string(),
         })?;
@@ -502,7 +539,11 @@ impl Sink for KafkaSink {
                 outcome: Mutex::new(Outcome::default()),
                 done: Mutex::new(Some(tx)),
             });
-            let Generation { producer, errors } = self.current();
+            let generation = self.current();
+            generation.nudge_producer_id(topic);
+            let Generation {
+                producer, errors, ..
+            } = generation;
             for m in rendered.iter() {
                 let headers = OwnedHeaders::new_with_capacity(2)
                     .insert(Header {
