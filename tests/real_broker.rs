@@ -164,18 +164,19 @@ fn real_broker_gets_everything_and_a_frozen_broker_loses_nothing() {
 
 /// A restart (a crash, an upgrade) must not leave the backlog idle; checked
 /// on starts of the service in this process (a reset of the producer goes
-/// through the same code, unchecked here). librdkafka's idempotent producer asks for its producer
-/// id at start, before any broker is connected, and again on a metadata
-/// response; the first response comes over the bootstrap connection it is
-/// replacing, so it falls back to a 500 ms retry timer. Nothing is sent
+/// through the same code, unchecked here). librdkafka's idempotent producer
+/// first asks for its producer id when a metadata answer arrives; the first
+/// answer comes over the bootstrap connection it is replacing, so it waits
+/// for its 500 ms retry timer. Nothing is sent
 /// before the id, so without the service's nudge every start below takes
 /// that long. (librdkafka's mock cluster does not show it: it delivers the
 /// first batch within ~70 ms either way.)
 async fn first_delivery_is_prompt(brokers: &str, topic: &str) {
     let c = client();
     let mut samples = Vec::new();
-    // The least of three: a loaded machine can slow a start down, but never
-    // below librdkafka's timer.
+    // The median of three: a loaded machine can slow one start down, but
+    // never below librdkafka's timer, and a nudge that works only now and
+    // then fails.
     for round in 0..3 {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = test_config(dir.path());
@@ -200,10 +201,11 @@ async fn first_delivery_is_prompt(brokers: &str, topic: &str) {
         samples.push(started.elapsed());
         srv.stop().await;
     }
-    let least = *samples.iter().min().unwrap();
     eprintln!("real broker: first delivery after a start in {samples:?}");
+    let mut sorted = samples.clone();
+    sorted.sort();
     assert!(
-        least < Duration::from_millis(450),
+        sorted[1] < Duration::from_millis(450),
         "the first delivery after a start waited for librdkafka's producer-id timer: {samples:?}"
     );
 }

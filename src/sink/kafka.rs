@@ -94,11 +94,19 @@ const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(5);
 /// (`hasten_producer_id`): past librdkafka's own 500 ms retry, with room
 /// for a slow first connection (TLS, a distant cluster).
 const PID_NUDGE_FOR: Duration = Duration::from_secs(3);
-/// How long one of those requests may wait for its answer.
+/// How long one of those requests may wait for its answer: the thread
+/// lets go of the producer and looks whether it still exists at least this
+/// often.
 const PID_NUDGE_WAIT: Duration = Duration::from_secs(1);
-/// The pause after an answer from the bootstrap connection (or none):
-/// the learned broker's connection is usually up within milliseconds.
+/// The pause after a request that failed at once (no broker usable yet),
+/// so such failures do not spin. A request made while the bootstrap
+/// connection is retiring already waits inside librdkafka for a learned
+/// broker.
 const PID_NUDGE_PAUSE: Duration = Duration::from_millis(10);
+/// Kafka's longest topic name. librdkafka refuses names over 512 bytes and
+/// rdkafka then panics on its metadata call; a longer name is refused when
+/// a message is sent to it anyway.
+const MAX_TOPIC_NAME: usize = 249;
 
 /// Producer settings the service needs; `[kafka.properties]` may override
 /// any of them except where `KafkaConfig::check_promise` forbids it.
@@ -404,7 +412,13 @@ impl Generation {
     /// missing, and may auto-create it), so only a topic being produced to
     /// is asked about.
     fn nudge_producer_id(&self, topic: &str) {
-        if self.nudged.swap(true, Ordering::Relaxed) {
+        // A name it would not ask about leaves the nudge to a later topic
+        // (the other kind's).
+        let askable = !topic.is_empty() && topic.len() <= MAX_TOPIC_NAME && !topic.contains('\0');
+        if !askable
+            || self.nudged.load(Ordering::Relaxed)
+            || self.nudged.swap(true, Ordering::Relaxed)
+        {
             return;
         }
         let (weak, topic) = (Arc::downgrade(&self.producer), topic.to_string());
@@ -416,27 +430,24 @@ impl Generation {
 }
 
 /// Has a new idempotent producer ask for its producer id as soon as a
-/// broker it learned from metadata is connected. NOTE: librdkafka asks at
-/// start, when no broker is connected yet, and again on each metadata
-/// response; the first response comes over the bootstrap connection, which
-/// librdkafka retires as soon as that response names the real brokers
-/// (rdkafka_metadata.c), and brokers being retired are not asked, so it
-/// falls back to its 500 ms retry timer (rdkafka_idempotence.c). Nothing is
-/// sent before the id: every start and every reset of the sink sat idle
-/// ~0.5 s (W3 drained 1,000,000 entries in 2.8 s, 0.47 s of them idle).
-/// librdkafka runs its id request while it reads each metadata response, so
-/// a response that comes over a learned broker's connection finds that
+/// broker it learned from metadata is connected. NOTE: librdkafka first
+/// tries when a metadata answer arrives, and runs its id request while it
+/// reads each one (rdkafka_metadata.c). The first answer comes over the
+/// bootstrap connection, which librdkafka retires as soon as that answer
+/// names the real brokers; a retiring broker is not asked and the learned
+/// one is not connected yet, so librdkafka waits for its 500 ms retry timer
+/// (rdkafka_idempotence.c). Nothing is sent before the id: every start and
+/// every reset of the sink sat idle about half a second (strace: the id
+/// request went out 0.47 s after the learned broker's connection was up).
+/// An answer that comes over a learned broker's connection finds that
 /// broker up. Bounded: a cluster that is down leaves it to librdkafka's
 /// timer. If this thread holds the last reference when the producer is
 /// replaced or the service stops, the producer's drop (up to 500 ms of
-/// flushing) runs here; what it did not deliver stays queued.
+/// flushing) runs here, and `run` does not wait for it; batches are
+/// acknowledged only once delivered, so what it did not deliver stays
+/// queued.
 fn hasten_producer_id(producer: &std::sync::Weak<Producer>, topic: &str) {
     use rdkafka::producer::Producer as _;
-    // librdkafka refuses longer names and rdkafka then panics; Kafka allows
-    // at most 249 characters, so such a topic is refused on send anyway.
-    if topic.is_empty() || topic.len() > 249 {
-        return;
-    }
     let deadline = std::time::Instant::now() + PID_NUDGE_FOR;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -447,14 +458,24 @@ fn hasten_producer_id(producer: &std::sync::Weak<Producer>, topic: &str) {
         let Some(producer) = producer.upgrade() else {
             return;
         };
-        // The bootstrap connection answers as node -1. A slow answer still
-        // ran the id request, so the wait is long enough for any round trip.
+        // The bootstrap connection answers as node -1. Only "no answer
+        // yet" is worth asking again; any other error would repeat at once.
         match producer
             .client()
             .fetch_metadata(Some(topic), left.min(PID_NUDGE_WAIT))
         {
             Ok(md) if md.orig_broker_id() >= 0 => return,
-            _ => {}
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::OperationTimedOut
+                            | RDKafkaErrorCode::BrokerTransportFailure
+                            | RDKafkaErrorCode::AllBrokersDown
+                    )
+                ) => {}
+            Err(_) => return,
         }
         drop(producer);
         std::thread::sleep(PID_NUDGE_PAUSE);
