@@ -412,13 +412,14 @@ impl Generation {
     /// missing, and may auto-create it), so only a topic being produced to
     /// is asked about.
     fn nudge_producer_id(&self, topic: &str) {
+        // Cheap once started: one load per batch, the name is not looked at.
+        if self.nudged.load(Ordering::Relaxed) {
+            return;
+        }
         // A name it would not ask about leaves the nudge to a later topic
         // (the other kind's).
         let askable = !topic.is_empty() && topic.len() <= MAX_TOPIC_NAME && !topic.contains('\0');
-        if !askable
-            || self.nudged.load(Ordering::Relaxed)
-            || self.nudged.swap(true, Ordering::Relaxed)
-        {
+        if !askable || self.nudged.swap(true, Ordering::Relaxed) {
             return;
         }
         let (weak, topic) = (Arc::downgrade(&self.producer), topic.to_string());

@@ -147,12 +147,30 @@ impl<'o> Object<'o> {
         self
     }
 
-    /// The fields ingest adds to every entry, and the closing brace.
-    fn ingest_fields_and_close<S: AsRef<str>>(&mut self, b: &Batch<S>) {
-        self.opt_str("agent_version", b.agent_version.as_ref().map(AsRef::as_ref))
-            .str("received_at", b.received_at.as_ref());
-        // Both fields above were written, so `{` was too.
-        self.out.push(b'}');
+    /// Appends the batch's `IngestFields` and closes the object.
+    fn ingest_fields_and_close(&mut self, fields: &IngestFields) {
+        self.out.extend_from_slice(&fields.0);
+    }
+}
+
+/// The fields ingest adds to every entry of a batch, and the closing brace:
+/// `,"agent_version":…,"received_at":…}`. NOTE: the same bytes for every
+/// entry of a batch, so rendered (and scanned for escapes) once per batch,
+/// not once per entry.
+struct IngestFields(Vec<u8>);
+
+impl IngestFields {
+    fn of<S: AsRef<str>>(b: &Batch<S>) -> IngestFields {
+        let mut out = Vec::new();
+        // Every value has fields before these, so `{` is written.
+        Object {
+            out: &mut out,
+            opened: true,
+        }
+        .opt_str("agent_version", b.agent_version.as_ref().map(AsRef::as_ref))
+        .str("received_at", b.received_at.as_ref());
+        out.push(b'}');
+        IngestFields(out)
     }
 }
 
@@ -177,7 +195,7 @@ fn write_attrs<S: AsRef<str>>(out: &mut Vec<u8>, attrs: &[(S, AttrValue<S>)]) {
 
 /// `{"timestamp":…,"level":…,"message":…,"service":…,"host":…,
 /// "attributes":{…},"agent_version":…,"received_at":…}` (SPEC §4).
-fn write_log<S: AsRef<str>>(out: &mut Vec<u8>, e: &LogRecord<S>, b: &Batch<S>) {
+fn write_log<S: AsRef<str>>(out: &mut Vec<u8>, e: &LogRecord<S>, b: &IngestFields) {
     Object::new(out)
         .str("timestamp", e.timestamp.as_ref())
         .str("level", e.level.as_str())
@@ -190,7 +208,7 @@ fn write_log<S: AsRef<str>>(out: &mut Vec<u8>, e: &LogRecord<S>, b: &Batch<S>) {
 
 /// `{"timestamp":…,"name":…,"value":…,"metric_type":…,"service":…,
 /// "host":…,"unit":…,"attributes":{…},"agent_version":…,"received_at":…}`.
-fn write_metric<S: AsRef<str>>(out: &mut Vec<u8>, e: &MetricRecord<S>, b: &Batch<S>) {
+fn write_metric<S: AsRef<str>>(out: &mut Vec<u8>, e: &MetricRecord<S>, b: &IngestFields) {
     Object::new(out)
         .str("timestamp", e.timestamp.as_ref())
         .str("name", e.name.as_ref())
@@ -215,15 +233,16 @@ pub fn render<S: AsRef<str>>(stored: &Stored<S>, node_id: &str) -> Rendered {
         ids: String::with_capacity(n * (node_id.len() + 16)),
         ends: Vec::with_capacity(n),
     };
+    let fields = IngestFields::of(batch);
     for i in 0..n {
         match &batch.entries {
             Entries::Logs(v) => {
                 r.keys.push_str(v[i].service.as_ref());
-                write_log(&mut r.values, &v[i], batch);
+                write_log(&mut r.values, &v[i], &fields);
             }
             Entries::Metrics(v) => {
                 r.keys.push_str(v[i].service.as_ref());
-                write_metric(&mut r.values, &v[i], batch);
+                write_metric(&mut r.values, &v[i], &fields);
             }
         }
         stored.write_ingest_id(node_id, i, &mut r.ids);
@@ -328,7 +347,7 @@ mod tests {
                 agent_version: agent_version.clone(),
                 entries: Entries::Logs(vec![]),
             };
-            write_log(&mut out, &log, &batch);
+            write_log(&mut out, &log, &IngestFields::of(&batch));
             let expected = serde_json::to_vec(&LogValue {
                 timestamp: &log.timestamp,
                 level: log.level.as_str(),
@@ -352,7 +371,7 @@ mod tests {
                 unit: unit.clone(),
                 attributes: attributes.clone(),
             };
-            write_metric(&mut out, &metric, &batch);
+            write_metric(&mut out, &metric, &IngestFields::of(&batch));
             let expected = serde_json::to_vec(&MetricValue {
                 timestamp: &metric.timestamp,
                 name: &metric.name,
